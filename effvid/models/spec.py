@@ -1,0 +1,144 @@
+"""ArchSpec: the one source of truth for a model's architecture and its input geometry.
+
+The data pipeline reads clip frames, sampling stride, crop, resize and normalisation from the
+same spec that builds the model, so a reduced model can never be fed the wrong input. PAS
+reduction operators are pure functions ``ArchSpec -> ArchSpec``.
+
+Rounding rules (used by every family, documented once here):
+
+* channels: :func:`round_channels` — ``c * width_mult`` rounded to the nearest multiple of
+  ``divisor`` (1 for plain ResNets, 8 for X3D/MobileNet/EfficientNet, SlowFast's
+  ``beta_inv`` for the slow pathway so the fast pathway keeps its exact ``1/beta_inv`` ratio),
+  never below ``divisor``, and bumped up by one ``divisor`` when rounding lost more than 10%.
+  At ``width_mult == 1`` the published width is returned unchanged.
+* blocks per stage: :func:`round_depth` — ``ceil(blocks * depth_mult)``, at least one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from effvid.errors import ConfigError
+
+Sampling = Literal["dense", "segments"]
+
+KINETICS_MEAN = (0.45, 0.45, 0.45)
+KINETICS_STD = (0.225, 0.225, 0.225)
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """A model family plus every hyperparameter PAS can reduce, and the input it expects.
+
+    ``num_frames`` is the number of frames the network sees (the fast pathway's frames for
+    SlowFast, the number of segments for TSN/TSM); ``frame_stride`` is the sampling stride
+    in source frames for dense clips (ignored when ``sampling == "segments"``).
+    ``train_resize`` is the short-side scale-jitter range for training and ``test_resize``
+    the short side before the test crop; ``None`` derives them from ``crop_size`` with the
+    usual ratios (train ``[8/7, 10/7] * crop``, test ``8/7 * crop``).
+    """
+
+    name: str
+    num_classes: int = 400
+    num_frames: int = 16
+    frame_stride: int = 1
+    crop_size: int = 112
+    width_mult: float = 1.0
+    depth_mult: float = 1.0
+    sampling: Sampling = "dense"
+    train_resize: tuple[int, int] | None = None
+    test_resize: int | None = None
+    mean: tuple[float, float, float] = KINETICS_MEAN
+    std: tuple[float, float, float] = KINETICS_STD
+    dropout: float = 0.0
+    # SlowFast only: speed ratio alpha, channel ratio 1/beta_inv, lateral fusion kernel.
+    alpha: int = 8
+    beta_inv: int = 8
+    fusion_kernel: int = 5
+
+    def __post_init__(self) -> None:
+        for field in ("num_classes", "num_frames", "frame_stride", "crop_size", "alpha", "beta_inv"):
+            value = getattr(self, field)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"ArchSpec.{field} must be a positive integer, got {value!r}")
+        for field in ("width_mult", "depth_mult"):
+            value = getattr(self, field)
+            if not isinstance(value, (int, float)) or not value > 0:
+                raise ConfigError(f"ArchSpec.{field} must be a positive number, got {value!r}")
+        if self.sampling not in ("dense", "segments"):
+            raise ConfigError(f"ArchSpec.sampling must be 'dense' or 'segments', got {self.sampling!r}")
+        if self.train_resize is not None:
+            lo, hi = self.train_resize
+            if not 0 < lo <= hi:
+                raise ConfigError(f"ArchSpec.train_resize must be (min, max) with 0 < min <= max, got {self.train_resize!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"ArchSpec.dropout must be in [0, 1), got {self.dropout!r}")
+
+    @property
+    def train_resize_range(self) -> tuple[int, int]:
+        """Short-side range for training scale jitter, in pixels."""
+        if self.train_resize is not None:
+            return self.train_resize
+        return (round(self.crop_size * 8 / 7), round(self.crop_size * 10 / 7))
+
+    @property
+    def test_short_side(self) -> int:
+        """Short side the test transform resizes to before cropping, in pixels."""
+        return self.test_resize if self.test_resize is not None else round(self.crop_size * 8 / 7)
+
+    @property
+    def clip_span(self) -> int:
+        """Source frames a dense clip covers (``num_frames * frame_stride``)."""
+        return self.num_frames * self.frame_stride
+
+    def replace(self, **changes: Any) -> ArchSpec:
+        """A copy with ``changes`` applied; unknown field names are a :class:`ConfigError`."""
+        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
+        if unknown:
+            raise ConfigError(f"unknown ArchSpec field(s): {', '.join(unknown)}")
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict; tuples become lists."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ArchSpec:
+        """Inverse of :meth:`to_dict`; unknown keys are a :class:`ConfigError` naming them."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"an ArchSpec must be a mapping, got {type(data).__name__}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ConfigError(f"unknown ArchSpec field(s): {', '.join(unknown)}")
+        if "name" not in data:
+            raise ConfigError("an ArchSpec needs a 'name' (the registered model family)")
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        return cls(**values)
+
+    @classmethod
+    def from_json(cls, text: str) -> ArchSpec:
+        return cls.from_dict(json.loads(text))
+
+
+def round_channels(channels: int, width_mult: float = 1.0, divisor: int = 1) -> int:
+    """Channels after the width multiplier, by the module's rounding rule (see module doc)."""
+    if width_mult == 1.0:
+        return channels
+    scaled = channels * width_mult
+    rounded = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * scaled:
+        rounded += divisor
+    return rounded
+
+
+def round_depth(blocks: float, depth_mult: float = 1.0) -> int:
+    """Blocks in a stage after the depth multiplier: ``ceil(blocks * depth_mult)``, at least 1."""
+    return max(1, math.ceil(blocks * depth_mult - 1e-9))
