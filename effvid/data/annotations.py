@@ -115,8 +115,10 @@ def load_annotations(
 ) -> Annotation:
     """Parse the annotation at ``path`` (a file, or the folder of a UCF101/HMDB51/SSv2 split).
 
-    ``split`` and ``subset`` (``"train"`` or ``"test"``) pick the list for UCF101, HMDB51 and an
-    SSv2 folder (test = ``validation.json``). ``path_template`` places Kinetics and SSv2 videos.
+    ``split`` and ``subset`` (``"train"`` or ``"test"``) pick the list for a UCF101 folder (a
+    ``trainlist``/``testlist`` file given directly is read as is), for HMDB51 (a split file
+    stands for its folder) and for an SSv2 folder (test = ``validation.json``).
+    ``path_template`` places Kinetics and SSv2 videos.
     Raises :class:`AnnotationError` naming the file (and line) for anything it cannot use.
     """
     source = Path(path)
