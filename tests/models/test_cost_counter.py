@@ -1,0 +1,126 @@
+"""The cost counter: hand-checked MACs, the reference table of flops.md, meta-device counting."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from effvid.errors import ConfigError
+from effvid.flops import BN_MACS_PER_ELEMENT, count_cost, count_spec
+from effvid.models import default_spec, list_models
+
+
+class ConvLinear(nn.Module):
+    """One Conv3d, one BatchNorm3d and one Linear: every MAC can be counted by hand."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv3d(3, 8, kernel_size=3, stride=(1, 2, 2), padding=1)
+        self.bn = nn.BatchNorm3d(8)
+        self.fc = nn.Linear(8, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.relu(self.bn(self.conv(x))).mean((2, 3, 4)))
+
+
+# output (8 channels, 4 x 8 x 8), 3*27 MACs per output element; linear 8*5
+CONV_MACS = 8 * 4 * 8 * 8 * 3 * 27
+LINEAR_MACS = 8 * 5
+BN_ELEMENTS = 8 * 4 * 8 * 8
+PARAMS = (8 * 3 * 27 + 8) + 2 * 8 + (8 * 5 + 5)
+
+
+def test_hand_checked_conv_and_linear_macs_and_params():
+    report = count_cost(ConvLinear(), (3, 4, 16, 16))
+    assert report.gmacs * 1e9 == pytest.approx(CONV_MACS + LINEAR_MACS)
+    assert report.params == PARAMS
+    assert report.input_shape == (1, 3, 4, 16, 16)
+    assert report.model == "ConvLinear"
+
+
+def test_batch_norm_counted_only_when_asked():
+    model = ConvLinear()
+    plain = count_cost(model, (3, 4, 16, 16))
+    with_bn = count_cost(model, (3, 4, 16, 16), with_bn=True)
+    assert (with_bn.gmacs - plain.gmacs) * 1e9 == pytest.approx(BN_MACS_PER_ELEMENT * BN_ELEMENTS)
+
+
+def test_cost_is_per_view_whatever_the_batch():
+    model = ConvLinear()
+    batched = count_cost(model, (4, 3, 4, 16, 16))
+    assert batched.gmacs == pytest.approx(count_cost(model, (3, 4, 16, 16)).gmacs)
+    assert batched.input_shape == (1, 3, 4, 16, 16)
+
+
+def test_per_layer_rows_name_modules_and_sum_to_total():
+    report = count_cost(ConvLinear(), (3, 4, 16, 16), per_layer=True, with_bn=True)
+    by_module = {row["module"]: row for row in report.layers}
+    assert set(by_module) == {"conv", "bn", "fc"}
+    assert by_module["conv"]["op"] == "convolution"
+    assert by_module["conv"]["gmacs"] * 1e9 == pytest.approx(CONV_MACS)
+    assert sum(row["gmacs"] for row in report.layers) == pytest.approx(report.gmacs)
+
+
+def test_counting_leaves_the_model_untouched_and_allocates_nothing():
+    model = ConvLinear().train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    count_cost(model, (3, 64, 512, 512))  # a large input: only meta tensors are made
+    assert model.training
+    assert all(torch.equal(before[k], v) and v.device.type == "cpu" for k, v in model.state_dict().items())
+
+
+def test_a_model_without_spec_needs_a_shape():
+    with pytest.raises(ConfigError, match="input_shape"):
+        count_cost(ConvLinear())
+
+
+# (name, spec overrides, with_bn, reference GMACs, reference params or None): flops.md
+REFERENCE = [
+    ("r2plus1d_18", {}, False, 40.519, 31_505_325),
+    ("r3d_18", {}, False, 40.697, 33_371_472),
+    ("slowfast_4x16_r50", {"num_frames": 32, "crop_size": 224}, False, 27.64, 34_480_000),
+    ("slowfast_4x16_r50", {"num_frames": 32, "crop_size": 256}, False, 36.10, 34_480_000),
+    ("slowfast_4x16_r50", {"num_frames": 32, "crop_size": 256}, True, 36.69, None),
+    ("slowfast_8x8_r50", {"num_frames": 32, "crop_size": 256}, False, 65.71, 34_570_000),
+    ("x3d_m", {"num_frames": 16, "crop_size": 224}, False, 4.73, 3_790_000),
+    ("x3d_m", {"num_frames": 16, "crop_size": 256}, False, 6.186, None),
+    ("x3d_m", {"num_frames": 16, "crop_size": 256}, True, 6.72, None),
+    ("x3d_xs", {"num_frames": 4, "crop_size": 160}, False, 0.605, None),
+    ("x3d_s", {"num_frames": 13, "crop_size": 160}, False, 1.963, None),
+    ("x3d_l", {"num_frames": 16, "crop_size": 312}, False, 18.37, 6_150_000),
+    ("resnet18", {"num_frames": 1, "crop_size": 224, "num_classes": 1000}, False, 1.814, 11_689_512),
+    ("resnet34", {"num_frames": 1, "crop_size": 224, "num_classes": 1000}, False, 3.664, 21_797_672),
+    ("resnet50", {"num_frames": 1, "crop_size": 224, "num_classes": 1000}, False, 4.089, 25_557_032),
+    ("mobilenet_v2", {"num_frames": 1, "crop_size": 224, "num_classes": 1000}, False, 0.301, 3_504_872),
+    ("efficientnet_b0", {"num_frames": 1, "crop_size": 224, "num_classes": 1000}, False, 0.386, 5_288_548),
+    ("efficientnet_b1", {"num_frames": 1, "crop_size": 240, "num_classes": 1000}, False, 0.687, 7_794_184),
+    ("efficientnet_b2", {"num_frames": 1, "crop_size": 288, "num_classes": 1000}, False, 1.088, 9_109_994),
+    ("efficientnet_b3", {"num_frames": 1, "crop_size": 300, "num_classes": 1000}, False, 1.827, 12_233_232),
+]
+
+
+@pytest.mark.parametrize(
+    "name, overrides, with_bn, gmacs, params",
+    REFERENCE,
+    ids=[f"{r[0]}-{r[1].get('crop_size', 'default')}{'-bn' if r[2] else ''}" for r in REFERENCE],
+)
+def test_reference_costs_within_half_a_percent(name, overrides, with_bn, gmacs, params):
+    if name not in list_models():
+        pytest.skip(f"{name} is not registered yet")
+    report = count_spec(default_spec(name, **overrides), with_bn=with_bn)
+    assert report.gmacs == pytest.approx(gmacs, rel=5e-3)
+    if params is not None:
+        assert report.params == pytest.approx(params, rel=5e-3)
+    if name == "r2plus1d_18":
+        assert report.params == params  # exactly torchvision's num_params
+    assert report.input_shape == (1, 3, overrides.get("num_frames", 16), overrides.get("crop_size", 112), overrides.get("crop_size", 112))
+
+
+@pytest.mark.parametrize("video, frame", [("tsn_r50", "resnet50"), ("tsm_r50", "resnet50"), ("tsn_r18", "resnet18"), ("tsm_r18", "resnet18")])
+def test_frame_models_cost_frames_times_the_per_frame_cost(video, frame):
+    if not {video, frame} <= set(list_models()):
+        pytest.skip(f"{video} or {frame} is not registered yet")
+    clip = count_spec(default_spec(video, num_frames=8, crop_size=224, num_classes=400))
+    single = count_spec(default_spec(frame, num_frames=1, crop_size=224, num_classes=400))
+    assert clip.gmacs == pytest.approx(8 * single.gmacs, rel=1e-6)
