@@ -1,0 +1,164 @@
+"""PAS reduction operators: arithmetic, cumulative factors, cost ratios and pruned hypotheses."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from effvid.errors import ConfigError
+from effvid.flops import count_spec
+from effvid.models import ArchSpec, list_models, round_channels, round_depth
+from effvid.models.registry import default_spec, register_model
+from effvid.shrink.operators import (
+    DEFAULT_GAMMAS,
+    Pruned,
+    Reduced,
+    apply_operator,
+    apply_sequence,
+    epsilon_c,
+    epsilon_f,
+    epsilon_l,
+    epsilon_s,
+    epsilon_t,
+    parse_operators,
+)
+
+TINY = "optest_tiny3d"
+TINY_TWO_PATH = "optest_tiny_twopath"
+
+
+class TinyNet(nn.Module):
+    """Stem (stride 4) and two stages (stride 2 each) of conv blocks: total spatial stride 16."""
+
+    def __init__(self, spec: ArchSpec) -> None:
+        super().__init__()
+        width = [round_channels(c, spec.width_mult, 4) for c in (8, 16)]
+        self.stem = nn.Conv3d(3, width[0], (1, 3, 3), stride=(1, 4, 4), padding=(0, 1, 1))
+        layers, cin = [], width[0]
+        for cout, blocks in zip(width, (2, 2)):
+            for i in range(round_depth(blocks, spec.depth_mult)):
+                layers.append(nn.Conv3d(cin, cout, 3, stride=(1, 2, 2) if i == 0 else 1, padding=1))
+                cin = cout
+        self.body = nn.Sequential(*layers)
+        self.fc = nn.Linear(cin, spec.num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.body(self.stem(x)).mean((2, 3, 4)))
+
+
+if TINY not in list_models():
+    register_model(TINY, default_spec=ArchSpec(TINY, num_classes=5, num_frames=8, frame_stride=2, crop_size=64,
+                                               train_resize=(72, 90), test_resize=72),
+                   kind="3d", spatial_stride=16)(TinyNet)
+    register_model(TINY_TWO_PATH, default_spec=ArchSpec(TINY_TWO_PATH, num_classes=5, num_frames=32, frame_stride=2,
+                                                        crop_size=64, alpha=8),
+                   kind="slowfast", spatial_stride=16, min_frames=8)(TinyNet)
+
+
+def test_epsilon_s_scales_crop_and_resizes_and_keeps_the_paper_series():
+    spec = default_spec(TINY, crop_size=112, train_resize=(128, 160), test_resize=128)
+    out = epsilon_s(spec)
+    assert (out.crop_size, out.train_resize, out.test_resize) == (80, (91, 114), 91)
+    crops = [224]
+    for _ in range(4):
+        crops.append(epsilon_s(default_spec(TINY, crop_size=crops[-1])).crop_size)
+    assert crops == [224, 160, 112, 80, 56]
+    assert epsilon_s(spec).num_frames == spec.num_frames
+
+
+def test_epsilon_t_keeps_stride_and_halves_span_epsilon_f_keeps_span():
+    spec = default_spec(TINY, num_frames=16, frame_stride=2)
+    t, f = epsilon_t(spec), epsilon_f(spec)
+    assert (t.num_frames, t.frame_stride, t.clip_span) == (8, 2, 16)
+    assert (f.num_frames, f.frame_stride, f.clip_span) == (8, 4, 32)
+    assert epsilon_t(default_spec(TINY, num_frames=13)).num_frames == 6  # whole frames only
+
+
+def test_epsilon_c_and_l_divide_the_multipliers_with_configurable_gammas():
+    spec = default_spec(TINY)
+    assert epsilon_c(spec).width_mult == pytest.approx(1 / 1.4)
+    assert epsilon_l(spec).depth_mult == pytest.approx(0.5)
+    assert epsilon_c(spec, 2.0).width_mult == pytest.approx(0.5)
+    with pytest.raises(ConfigError, match="gamma_l"):
+        epsilon_l(spec, 1.0)
+
+
+def test_cumulative_factors_and_serialisation():
+    results = apply_sequence(default_spec(TINY), "s,c,s,t")
+    last = results[-1]
+    assert isinstance(last, Reduced)
+    assert last.operators == ("s", "c", "s", "t")
+    assert dict(last.factors) == pytest.approx({"s": 1.96, "t": 2.0, "f": 1.0, "c": 1.4, "l": 1.0})
+    assert Reduced.from_dict(json.loads(json.dumps(last.to_dict()))) == last
+    custom = apply_sequence(default_spec(TINY), ["t"], gammas={"t": 4})[0]
+    assert custom.spec.num_frames == 2 and custom.factors["t"] == 4
+
+
+def test_pruned_hypotheses_say_why():
+    base = Reduced.base(default_spec(TINY, num_frames=1, crop_size=8))
+    for op, reason in [("t", "fewer than one frame"), ("f", "fewer than one frame"), ("s", "no reduction")]:
+        result = apply_operator(base, op)
+        assert isinstance(result, Pruned) and reason in result.reason and result.parent is base
+    stride = apply_operator(Reduced.base(default_spec(TINY, crop_size=16)), "s")
+    assert isinstance(stride, Pruned) and "spatial stride 16" in stride.reason
+    steps = apply_sequence(default_spec(TINY), "l,l")
+    assert isinstance(steps[0], Reduced) and isinstance(steps[1], Pruned)
+    assert "no layer left" in steps[1].reason
+    narrow = apply_sequence(default_spec(TINY), "c,c,c,c,c")
+    assert any(isinstance(r, Pruned) and "narrowest" in r.reason for r in narrow)
+
+
+def test_a_pruned_step_is_skipped_and_the_sequence_goes_on():
+    steps = apply_sequence(default_spec(TINY), "l,l,s")
+    assert isinstance(steps[2], Reduced)
+    assert steps[2].operators == ("l", "s") and steps[2].spec.depth_mult == 0.5
+
+
+def test_two_pathway_models_keep_whole_slow_frames():
+    spec = default_spec(TINY_TWO_PATH)  # 32 fast frames, alpha 8
+    steps = apply_sequence(spec, "t,f,t")
+    assert [s.spec.num_frames for s in steps[:2]] == [16, 8]
+    assert isinstance(steps[2], Pruned) and "slow-pathway" in steps[2].reason
+    odd = apply_operator(Reduced.base(spec.replace(num_frames=40)), "t")
+    assert odd.spec.num_frames == 16  # 20 rounded down to a multiple of alpha
+
+
+def test_unknown_operator_is_a_config_error():
+    assert parse_operators(" s, t ,c") == ("s", "t", "c")
+    with pytest.raises(ConfigError, match="x"):
+        parse_operators("s,x")
+
+
+@pytest.mark.skipif("r2plus1d_18" not in list_models(), reason="r2plus1d_18 not registered yet")
+@pytest.mark.parametrize("op, ratio, tol", [("s", 1 / 1.96, 0.01), ("t", 0.5, 0.01), ("f", 0.5, 0.01),
+                                            ("c", 1 / 1.96, 0.04), ("l", 0.5, 0.06)])
+def test_r2plus1d_cost_ratios(op, ratio, tol):
+    base = default_spec("r2plus1d_18")
+    reduced = apply_operator(Reduced.base(base), op)
+    assert isinstance(reduced, Reduced)
+    assert count_spec(reduced.spec).gmacs / count_spec(base).gmacs == pytest.approx(ratio, abs=tol)
+
+
+@pytest.mark.skipif("slowfast_4x16_r50" not in list_models(), reason="slowfast_4x16_r50 not registered yet")
+def test_slowfast_after_a_sequence_matches_table_9():
+    base = default_spec("slowfast_4x16_r50", crop_size=224)
+    result = apply_sequence(base, "s,t,c,f,l")[-1]
+    g = result.factors
+    spec = result.spec
+    assert spec.crop_size == 224 / g["s"]
+    assert spec.num_frames == 32 / (g["t"] * g["f"])  # fast pathway
+    assert spec.num_frames // spec.alpha == 4 / (g["t"] * g["f"])  # slow pathway
+    assert spec.num_frames * base.frame_stride == 64 / (g["t"] * g["f"])  # raw clip at the base stride
+    assert spec.width_mult == pytest.approx(1 / g["c"]) and spec.depth_mult == pytest.approx(1 / g["l"])
+    with torch.device("meta"):
+        from effvid.models import create_from_spec
+
+        model = create_from_spec(spec)
+    conv_out = sorted({m.out_channels for m in model.modules() if isinstance(m, nn.Conv3d)})
+    assert round_channels(64, 1 / g["c"], spec.beta_inv) in conv_out  # slow conv1 64/gc
+    assert math.isclose(count_spec(spec).gmacs / count_spec(base).gmacs,
+                        1 / (g["s"] ** 2 * g["t"] * g["f"] * g["c"] ** 2 * g["l"]), rel_tol=0.35)
