@@ -1,0 +1,108 @@
+"""Learning-rate warm-up and decay, resumable per-iteration schedulers, and loss-weight schedules."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import pytest
+import torch
+
+from effvid.engine.losses import LossTermConfig
+from effvid.engine.schedules import (
+    OptimConfig,
+    ScheduleConfig,
+    build_lr_scheduler,
+    build_optimizer,
+    lr_factor,
+    scheduled_weight,
+)
+from effvid.errors import ConfigError
+
+
+def test_step_schedule_with_linear_warmup_matches_the_pas_recipe() -> None:
+    cfg = ScheduleConfig(warmup_epochs=10, warmup_start_factor=0.0, decay="step", milestones=[20, 30, 40], gamma=0.1)
+    assert lr_factor(cfg, 0, 45) == 0.0
+    assert lr_factor(cfg, 5, 45) == pytest.approx(0.5)
+    assert lr_factor(cfg, 10, 45) == 1.0
+    assert lr_factor(cfg, 19.99, 45) == 1.0
+    assert lr_factor(cfg, 20, 45) == pytest.approx(0.1)
+    assert lr_factor(cfg, 35, 45) == pytest.approx(0.01)
+    assert lr_factor(cfg, 44.5, 45) == pytest.approx(0.001)
+
+
+def test_cosine_schedule_starts_after_warmup_and_ends_at_the_final_factor() -> None:
+    cfg = ScheduleConfig(warmup_epochs=2, warmup_start_factor=0.1, decay="cosine", final_factor=0.01)
+    assert lr_factor(cfg, 0, 12) == pytest.approx(0.1)
+    assert lr_factor(cfg, 1, 12) == pytest.approx(0.55)
+    assert lr_factor(cfg, 2, 12) == pytest.approx(1.0)
+    assert lr_factor(cfg, 7, 12) == pytest.approx(0.01 + 0.99 * 0.5)
+    assert lr_factor(cfg, 12, 12) == pytest.approx(0.01)
+
+
+def test_per_iteration_scheduler_follows_fractional_epochs() -> None:
+    model = torch.nn.Linear(2, 2)
+    opt = build_optimizer(model.parameters(), OptimConfig(lr=0.4, nesterov=True))
+    sched = build_lr_scheduler(opt, ScheduleConfig(warmup_epochs=1, warmup_start_factor=0.0, milestones=[2]),
+                               total_epochs=3, iters_per_epoch=4)
+    lrs = []
+    for _ in range(12):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4, 0.4, 0.4, 0.4, 0.04, 0.04, 0.04, 0.04])
+
+
+def test_scheduler_state_round_trips_through_weights_only_load() -> None:
+    def make():
+        model = torch.nn.Linear(2, 2)
+        opt = build_optimizer(model.parameters(), OptimConfig(name="adamw", lr=1e-3, weight_decay=0.05))
+        sched = build_lr_scheduler(opt, ScheduleConfig(warmup_epochs=1, decay="cosine"), total_epochs=4,
+                                   iters_per_epoch=5)
+        return opt, sched
+
+    opt, sched = make()
+    for _ in range(7):
+        opt.step()
+        sched.step()
+    buffer = io.BytesIO()
+    torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}, buffer)
+    expected = []
+    for _ in range(6):
+        opt.step()
+        sched.step()
+        expected.append(opt.param_groups[0]["lr"])
+
+    buffer.seek(0)
+    state = torch.load(buffer, weights_only=True)
+    opt2, sched2 = make()
+    opt2.load_state_dict(state["optimizer"])
+    sched2.load_state_dict(state["scheduler"])
+    resumed = []
+    for _ in range(6):
+        opt2.step()
+        sched2.step()
+        resumed.append(opt2.param_groups[0]["lr"])
+    assert resumed == pytest.approx(expected)
+    assert expected[0] != expected[-1]
+
+
+def test_loss_weight_schedules() -> None:
+    assert scheduled_weight("constant", 0.3, 17) == 0.3
+    linear = LossTermConfig(name="eff", weight=0.0, schedule="linear", final_weight=2.0, start_epoch=2, ramp_epochs=4)
+    assert [linear.weight_at(e) for e in (0, 2, 3, 6, 9)] == pytest.approx([0.0, 0.0, 0.5, 2.0, 2.0])
+    decay = LossTermConfig(name="tau", weight=5.0, schedule="exponential", rate=-0.045)
+    assert decay.weight_at(46) == pytest.approx(5 * math.exp(-0.045 * 46))
+    floor = LossTermConfig(name="p", weight=1.0, schedule="exponential", rate=-1.0, final_weight=0.2)
+    assert floor.weight_at(0.5) == pytest.approx(math.exp(-0.5)) and floor.weight_at(10) == 0.2
+
+
+def test_incomplete_schedules_are_config_errors() -> None:
+    with pytest.raises(ConfigError, match="'eff'.*final_weight"):
+        LossTermConfig(name="eff", schedule="linear")
+    with pytest.raises(ConfigError, match="rate"):
+        LossTermConfig(name="tau", schedule="exponential")
+    with pytest.raises(ConfigError, match="milestones"):
+        ScheduleConfig(milestones=[30, 10])
+    with pytest.raises(ConfigError, match="nesterov"):
+        OptimConfig(name="adamw", nesterov=True)
