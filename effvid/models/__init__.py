@@ -8,6 +8,15 @@ from effvid.models.registry import create, create_from_spec, default_spec, get_e
 from effvid.models.spec import ArchSpec, round_channels, round_depth
 
 # Family modules register their models on import (one line each).
+from effvid.models import video_resnet  # noqa: F401
+from effvid.models import i3d  # noqa: F401
+from effvid.models import resnet2d  # noqa: F401
+from effvid.models import mobilenet_v2  # noqa: F401
+from effvid.models import efficientnet  # noqa: F401
+from effvid.models import temporal  # noqa: F401
+from effvid.models import slowfast  # noqa: F401
+from effvid.models import x3d  # noqa: F401
+from effvid.models.pretrained import LoadReport, load_pretrained  # noqa: E402
 
 __all__ = [
     "ArchSpec",
@@ -16,6 +25,8 @@ __all__ = [
     "default_spec",
     "get_entry",
     "list_models",
+    "load_pretrained",
+    "LoadReport",
     "round_channels",
     "round_depth",
 ]
