@@ -4,8 +4,9 @@ Three backends, chosen by name (:data:`BACKENDS`):
 
 - ``"pyav"`` (default): seeks to the keyframe before the first wanted frame, decodes forward with
   the codec's frame threading and stops after the last wanted frame. Each decoded frame is placed
-  by its timestamp, and a seek that lands after the wanted frame is detected and retried from the
-  start of the file, so the frames returned are always the frames asked for.
+  by its timestamp; a seek that lands after the wanted frame (MPEG-TS, some B-frame files) is
+  detected and retried 1, 4 and 16 seconds earlier, then from the start of the file, so the frames
+  returned are always the frames asked for.
 - ``"decord"`` (optional ``effvid[decord]`` extra): ``decord.VideoReader.get_batch``.
 - ``"frames"``: a folder of images in the mmaction/TSN layout (``img_00001.jpg`` is frame 0),
   read with Pillow. A folder has no frame rate; :data:`FRAME_FOLDER_FPS` is reported.
