@@ -111,12 +111,15 @@ def kd_kl_divergence(student_logits: Tensor, teacher_logits: Tensor, *, temperat
                      reduction: KLReduction = "mean") -> Tensor:
     """``KL(softmax(teacher / t) || softmax(student / t))`` (PAS Eq. 5), not yet scaled by ``t^2``.
 
-    ``"mean"`` averages the per-class terms over batch and classes; ``"batchmean"`` sums over
-    classes and averages over the batch (see the module docstring for which one PAS means).
+    ``"mean"`` averages the per-class terms over batch and classes (what PyTorch 2.x's
+    ``F.kl_div(reduction="mean")`` computes); ``"batchmean"`` sums over classes and averages
+    over the batch (see the module docstring for which one PAS means).
     """
     log_p_student = F.log_softmax(student_logits.float() / temperature, dim=-1)
     log_p_teacher = F.log_softmax(teacher_logits.detach().float() / temperature, dim=-1)
-    return F.kl_div(log_p_student, log_p_teacher, reduction=reduction, log_target=True)
+    per_sample = (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(dim=-1)
+    divisor = student_logits.shape[-1] if reduction == "mean" else 1
+    return per_sample.mean() / divisor
 
 
 def distillation_loss(student_logits: Tensor, teacher_logits: Tensor, targets: Tensor, *, temperature: float = 5.0,
