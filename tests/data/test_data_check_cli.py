@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,10 @@ from PIL import Image
 from effvid.cli import main
 from effvid.data.annotations import load_annotations
 from effvid.data.check import SUMMARY_FIELDS, check_dataset
+
+WITH_DECORD = pytest.param(
+    "decord", marks=pytest.mark.skipif(find_spec("decord") is None, reason="decord is not installed")
+)
 
 
 def write_list(path: Path, lines: list[str]) -> Path:
@@ -31,7 +36,7 @@ def dataset(tmp_path, make_index_video) -> Path:
     return write_list(tmp_path / "list.txt", ["a.mp4 0", "b.mp4 1", "cut.mp4 0", "gone.mp4 1"])
 
 
-@pytest.mark.parametrize("backend", ["pyav", "decord"])
+@pytest.mark.parametrize("backend", ["pyav", WITH_DECORD])
 def test_json_report_counts_problems_and_summaries(dataset, tmp_path, capsys, backend):
     root = tmp_path / "videos"
     status = main(["data", "check", str(dataset), "--root", str(root), "--backend", backend, "--workers", "2",

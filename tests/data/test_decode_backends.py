@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from importlib.util import find_spec
 from pathlib import Path
 
 import av
@@ -13,7 +14,10 @@ from PIL import Image
 from effvid.data.decode import FRAME_FOLDER_FPS, open_video, probe_video
 from effvid.errors import ConfigError, VideoError
 
-VIDEO_BACKENDS = ("pyav", "decord")
+WITH_DECORD = pytest.param(
+    "decord", marks=pytest.mark.skipif(find_spec("decord") is None, reason="decord is not installed")
+)
+VIDEO_BACKENDS = ("pyav", WITH_DECORD)
 # Late indices first, repeats, single frames, the last frame, runs inside and across GOPs.
 INDEX_SETS = (
     [63],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from importlib.util import find_spec
 from pathlib import Path
 
 import av
@@ -13,6 +14,10 @@ from conftest import decode_index
 from effvid.data.check import check_video
 from effvid.data.decode import open_video
 from effvid.errors import VideoError
+
+WITH_DECORD = pytest.param(
+    "decord", marks=pytest.mark.skipif(find_spec("decord") is None, reason="decord is not installed")
+)
 
 
 def missing(tmp_path: Path, make_index_video) -> Path:
@@ -100,7 +105,7 @@ BAD_FILES = {
 }
 
 
-@pytest.mark.parametrize("backend", ["pyav", "decord"])
+@pytest.mark.parametrize("backend", ["pyav", WITH_DECORD])
 @pytest.mark.parametrize("make_bad", list(BAD_FILES), ids=lambda make: make.__name__)
 def test_bad_file_raises_video_error_with_reason(tmp_path, make_index_video, make_bad, backend):
     path = make_bad(tmp_path, make_index_video)
@@ -126,7 +131,7 @@ def test_folder_given_to_video_backend(tmp_path):
         open_video(tmp_path, "pyav")
 
 
-@pytest.mark.parametrize("backend", ["pyav", "decord"])
+@pytest.mark.parametrize("backend", ["pyav", WITH_DECORD])
 def test_video_shorter_than_a_clip_is_not_an_error(make_index_video, backend):
     # Repeating the last frame is the sampler's rule; the reader serves repeated indices.
     with open_video(make_index_video(num_frames=3, gop=2), backend) as reader:
