@@ -1,0 +1,160 @@
+"""VideoDataset and build_loader on real MP4s whose frames encode their own index."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+from conftest import decode_index
+from torch.utils.data import DataLoader, DistributedSampler
+
+from effvid.data.annotations import Annotation, VideoRecord
+from effvid.data.dataset import VideoDataset, build_loader
+from effvid.data.sampling import ClipSampler
+from effvid.errors import EffvidError, VideoError
+from effvid.models.spec import ArchSpec
+
+NUM_FRAMES = 64
+# Frames are 96 x 96: a 96 crop at short side 96 is the whole frame, untouched, and a unit
+# mean/std makes clip * 255 the decoded pixels, so decode_index reads each frame's index back.
+SPEC = ArchSpec("x", num_classes=5, num_frames=4, frame_stride=2, crop_size=96, train_resize=(96, 96),
+                test_resize=96, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+
+
+def frame_indices(clip: torch.Tensor) -> list[int]:
+    """The index encoded in each frame of a unit-normalised (C, T, H, W) clip."""
+    frames = np.rint(clip.permute(1, 2, 3, 0).numpy() * 255).clip(0, 255).astype(np.uint8)
+    return [decode_index(frame) for frame in frames]
+
+
+def annotation(paths, labels, multilabel=False) -> Annotation:
+    records = tuple(VideoRecord(path=str(p), label=label, video_id=str(p)) for p, label in zip(paths, labels))
+    return Annotation(records=records, class_names=tuple(f"c{i}" for i in range(5)),
+                      multilabel=multilabel, format="mmaction")
+
+
+@pytest.fixture
+def videos(make_index_video):
+    return [make_index_video(f"v{i}.mp4", NUM_FRAMES, height=96) for i in range(4)]
+
+
+def test_train_items_are_clips_of_the_sampled_frames(videos):
+    data = VideoDataset(annotation(videos, [0, 1, 2, 3]), spec=SPEC, train=True, seed=7)
+    assert len(data) == 4
+    starts = set()
+    for index in range(4):
+        item = data[index]
+        assert item["clip"].shape == (3, 4, 96, 96) and item["clip"].dtype == torch.float32
+        assert item["label"].dtype == torch.int64 and item["label"].shape == () and int(item["label"]) == index
+        assert (item["video_index"], item["view_index"], item["skipped"]) == (index, 0, 0)
+        got = frame_indices(item["clip"])
+        assert got == [got[0] + 2 * k for k in range(4)] and got[-1] < NUM_FRAMES
+        starts.add(got[0])
+    assert len(starts) > 1  # random starts
+    assert torch.equal(data[2]["clip"], data[2]["clip"])  # same (seed, epoch, index), same clip
+    data.set_epoch(1)
+    assert any(frame_indices(data[i]["clip"]) != frame_indices(VideoDataset(
+        annotation(videos, [0, 1, 2, 3]), spec=SPEC, train=True, seed=7)[i]["clip"]) for i in range(4))
+
+
+def test_test_mode_enumerates_clips_times_crops_per_video(videos):
+    spec = SPEC.replace(crop_size=48)  # three 48 squares along a 96 x 96 frame: left 0, 24, 48; top 24
+    data = VideoDataset(annotation(videos[:2], [3, 4]), spec=spec, train=False, num_clips=2, num_crops=3)
+    assert len(data) == 2 * 2 * 3
+    expected = ClipSampler.from_spec(spec).test(NUM_FRAMES, 25.0, 2)
+    for index in range(len(data)):
+        item = data[index]
+        video, view = divmod(index, 6)
+        assert (item["video_index"], item["view_index"], item["skipped"]) == (video, view, 0)
+        assert int(item["label"]) == [3, 4][video]
+        assert item["clip"].shape == (3, 4, 48, 48)
+        wanted = expected[view // 3].tolist()
+        # Bit b of the index is the bar at columns 8b..8b+7, so a crop starting at column 8s reads index >> s.
+        assert frame_indices(item["clip"]) == [i >> [0, 3, 6][view % 3] for i in wanted]
+
+
+def test_multilabel_targets_are_multi_hot(videos):
+    data = VideoDataset(annotation(videos[:2], [(0, 3), (2,)], multilabel=True), spec=SPEC, train=False)
+    assert data[0]["label"].tolist() == [1.0, 0.0, 0.0, 1.0, 0.0]
+    assert data[1]["label"].dtype == torch.float32 and data[1]["label"].tolist() == [0.0, 0.0, 1.0, 0.0, 0.0]
+
+
+def test_multi_resolution_items(videos):
+    data = VideoDataset(annotation(videos[:1], [0]), spec=SPEC, train=True, resolutions=(96, 48))
+    clips = data[0]["clip"]
+    assert [c.shape for c in clips] == [(3, 4, 96, 96), (3, 4, 48, 48)]
+    assert torch.equal(clips[1], clips[0][..., ::2, ::2])
+
+
+def loader_clips(loader) -> dict[int, torch.Tensor]:
+    return {int(v): c for batch in loader for v, c in zip(batch["video_index"], batch["clip"])}
+
+
+def test_same_seed_same_clips_with_zero_and_two_workers(videos):
+    data = VideoDataset(annotation(videos, [0, 1, 2, 3]), spec=SPEC, train=True, seed=3)
+    serial = build_loader(data, batch_size=2, num_workers=0, shuffle=True, seed=11, drop_last=False)
+    parallel = build_loader(data, batch_size=2, num_workers=2, shuffle=True, seed=11, drop_last=False)
+    for epoch in (0, 1):
+        serial.set_epoch(epoch)
+        parallel.set_epoch(epoch)
+        order = [int(v) for b in serial for v in b["video_index"]]
+        assert order == [int(v) for b in parallel for v in b["video_index"]] and sorted(order) == [0, 1, 2, 3]
+        a, b = loader_clips(serial), loader_clips(parallel)
+        assert all(torch.equal(a[v], b[v]) for v in range(4))
+        if epoch == 0:
+            first = a
+    assert any(not torch.equal(first[v], a[v]) for v in range(4))  # epoch 1 reached persistent workers
+
+
+def test_distributed_sampler_shards_are_disjoint_and_cover(videos):
+    data = VideoDataset(annotation(videos, [0, 1, 2, 3]), spec=SPEC, train=False, num_clips=2)
+    shards = []
+    for rank in (0, 1):
+        sampler = DistributedSampler(data, num_replicas=2, rank=rank, shuffle=True, seed=5)
+        sampler.set_epoch(1)
+        shards.append([(int(v), int(w)) for b in DataLoader(data, batch_size=2, sampler=sampler)
+                       for v, w in zip(b["video_index"], b["view_index"])])
+    assert len(shards[0]) == len(shards[1]) == 4
+    assert not set(shards[0]) & set(shards[1])
+    assert sorted(shards[0] + shards[1]) == [(v, w) for v in range(4) for w in range(2)]
+    local = build_loader(data, batch_size=2, num_workers=0, shuffle=False, seed=0, drop_last=False, distributed=False)
+    assert local.sampler.num_replicas == 1 and len(local.dataset) == 8
+
+
+@pytest.fixture
+def bad_and_good(make_index_video, tmp_path):
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    good = [make_index_video(f"good{i}.mp4", 16, height=96) for i in range(2)]
+    return [good[0], tmp_path / "missing.mp4", garbage, good[1]]
+
+
+def test_on_error_raise_names_the_file(bad_and_good):
+    data = VideoDataset(annotation(bad_and_good, [0, 1, 2, 3]), spec=SPEC, train=True, on_error="raise")
+    assert data[0]["skipped"] == 0
+    for index in (1, 2):
+        with pytest.raises(VideoError) as info:
+            data[index]
+        assert str(bad_and_good[index]) in str(info.value) and info.value.reason
+
+
+def test_on_error_skip_substitutes_counts_and_logs_once(bad_and_good, caplog):
+    data = VideoDataset(annotation(bad_and_good, [0, 1, 2, 3]), spec=SPEC, train=True, on_error="skip")
+    with caplog.at_level(logging.WARNING, logger="effvid.data.dataset"):
+        items = [data[i] for i in range(4)] + [data[1]]
+    assert [(it["video_index"], it["skipped"]) for it in items] == [(0, 0), (3, 2), (3, 1), (3, 0), (3, 2)]
+    assert int(items[1]["label"]) == 3 and items[1]["clip"].shape == (3, 4, 96, 96)
+    warned = [r.getMessage() for r in caplog.records]
+    for bad in bad_and_good[1:3]:
+        assert sum(str(bad) in message for message in warned) == 1
+    batch = next(iter(build_loader(data, batch_size=4, num_workers=0, shuffle=False, seed=0, drop_last=False)))
+    assert int(batch["skipped"].sum()) == 3
+
+
+def test_on_error_skip_gives_up_when_nothing_is_readable(tmp_path):
+    paths = [tmp_path / f"missing{i}.mp4" for i in range(3)]
+    data = VideoDataset(annotation(paths, [0, 1, 2]), spec=SPEC, train=True, on_error="skip")
+    with pytest.raises(EffvidError, match="none of the 3 videos"):
+        data[0]
