@@ -98,10 +98,10 @@ def flip(clip: torch.Tensor) -> torch.Tensor:
 
 def normalize(clip: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """The uint8 ``(T, 3, H, W)`` clip as float32 ``(C, T, H, W)``: ``(x / 255 - mean) / std``."""
-    out = clip.permute(1, 0, 2, 3).to(torch.float32).div_(255.0)
+    out = clip.permute(1, 0, 2, 3).contiguous().to(torch.float32)  # uint8 copy first: 4x less to move
     mean_t = torch.as_tensor(mean, dtype=torch.float32, device=out.device).view(-1, 1, 1, 1)
     std_t = torch.as_tensor(std, dtype=torch.float32, device=out.device).view(-1, 1, 1, 1)
-    return out.sub_(mean_t).div_(std_t)
+    return out.mul_(1.0 / (255.0 * std_t)).sub_(mean_t / std_t)
 
 
 def downsample_nearest(clip: torch.Tensor, size: int) -> torch.Tensor:

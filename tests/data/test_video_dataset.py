@@ -158,3 +158,10 @@ def test_on_error_skip_gives_up_when_nothing_is_readable(tmp_path):
     data = VideoDataset(annotation(paths, [0, 1, 2]), spec=SPEC, train=True, on_error="skip")
     with pytest.raises(EffvidError, match="none of the 3 videos"):
         data[0]
+
+
+def test_video_shorter_than_the_clip_repeats_its_last_frame(make_index_video):
+    short = make_index_video("short.mp4", 3, height=96)  # a clip needs 7 frames (4 at stride 2)
+    data = VideoDataset(annotation([short], [1]), spec=SPEC, train=True, on_error="raise")
+    item = data[0]
+    assert frame_indices(item["clip"]) == [0, 2, 2, 2] and item["skipped"] == 0
