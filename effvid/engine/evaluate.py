@@ -1,0 +1,168 @@
+"""Multi-view evaluation of a video classifier, with its cost and measured throughput.
+
+Each video is seen as ``K`` temporal clips x ``C`` spatial crops; the views' softmax
+probabilities are averaged per video (:mod:`effvid.engine.metrics` defines every metric).
+Cost is GMACs per view at the spec's input shape (:func:`effvid.flops.count_cost`) and per
+video (times ``K * C``). ``clips_per_second`` is views divided by the time spent in the
+model's forward passes (decoding excluded), measured on the device the model sits on.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from effvid.data.annotations import Annotation, load_annotations
+from effvid.errors import ConfigError
+from effvid.models.spec import ArchSpec
+
+
+@dataclass
+class EvalResult:
+    """Metrics of one evaluation; ``video_probs`` (V, K) is kept for callers that want it."""
+
+    clip_top1: float
+    video_top1: float
+    video_top5: float
+    mean_class_acc: float | None
+    mAP: float
+    gmacs_per_view: float
+    gmacs_per_video: float
+    views: tuple[int, int]
+    params: int
+    clips_per_second: float
+    num_videos: int
+    input_shape: tuple[int, ...] = ()
+    confusion_png: str | None = None
+    video_probs: torch.Tensor | None = field(default=None, repr=False)
+    video_targets: torch.Tensor | None = field(default=None, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The metrics as a JSON-ready dict (without the per-video probabilities)."""
+        return {"clip_top1": self.clip_top1, "video_top1": self.video_top1, "video_top5": self.video_top5,
+                "mean_class_acc": self.mean_class_acc, "mAP": self.mAP, "gmacs_per_view": self.gmacs_per_view,
+                "gmacs_per_video": self.gmacs_per_video, "views": list(self.views), "params": self.params,
+                "clips_per_second": self.clips_per_second, "num_videos": self.num_videos,
+                "input_shape": list(self.input_shape), "confusion_png": self.confusion_png}
+
+
+def parse_views(text: str) -> tuple[int, int]:
+    """``"KxC"`` (e.g. ``"10x3"``) as ``(K, C)``; a :class:`ConfigError` for anything else."""
+    parts = str(text).lower().split("x")
+    if len(parts) != 2 or not all(p.isdigit() for p in parts):
+        raise ConfigError(f"views {text!r}: expected KxC, e.g. 1x1 or 10x3 (K clips x C crops)")
+    clips, crops = int(parts[0]), int(parts[1])
+    if clips < 1 or crops not in (1, 3):
+        raise ConfigError(f"views {text!r}: K must be >= 1 and C must be 1 or 3")
+    return clips, crops
+
+
+def resolve_model(model_or_checkpoint: nn.Module | str | Path, device: str | torch.device = "cpu"
+                  ) -> tuple[nn.Module, dict[str, Any]]:
+    """``(model, sidecar)``: a checkpoint is loaded (eval mode) with its sidecar; a module is used as is."""
+    if isinstance(model_or_checkpoint, nn.Module):
+        return model_or_checkpoint, {}
+    from effvid.engine.checkpoint import load_model, read_sidecar
+
+    return load_model(model_or_checkpoint, map_location=device), read_sidecar(model_or_checkpoint)
+
+
+def evaluate(model_or_checkpoint: nn.Module | str | Path, annotation: str | Path | Annotation, *,
+             root: str | Path | None = None, format: str = "auto", views: tuple[int, int] = (1, 1),
+             batch_size: int = 8, num_workers: int = 2, backend: str = "pyav", spec: ArchSpec | None = None,
+             target_fps: float | None = None, confusion_png: str | Path | None = None,
+             count_cost: bool = True, progress: bool = False) -> EvalResult:
+    """Evaluate a model (or an effvid checkpoint) on every video of ``annotation`` with ``views``.
+
+    ``spec`` (default: the model's) sets the input geometry. The model's train/eval mode is
+    restored afterwards. A label outside the model's classes is a :class:`ConfigError`.
+    """
+    from effvid.data.dataset import VideoDataset, build_loader
+    from effvid.engine.metrics import confusion_matrix, multiview_metrics, plot_confusion_matrix
+
+    model, meta = resolve_model(model_or_checkpoint)
+    spec = spec or getattr(model, "spec", None)
+    if spec is None:
+        raise ConfigError("evaluate: the model has no ArchSpec ('spec'); pass spec=")
+    if not isinstance(annotation, Annotation):
+        annotation = load_annotations(annotation, root=root, format=format, subset="test")
+    clips, crops = views
+    dataset = VideoDataset(annotation, spec=spec, train=False, backend=backend, num_clips=clips, num_crops=crops,
+                           target_fps=target_fps)
+    loader = build_loader(dataset, batch_size=batch_size, num_workers=num_workers, shuffle=False, seed=0,
+                          drop_last=False, distributed=False)
+    device = next(model.parameters()).device
+    logits, targets, video_index, view_index = [], [], [], []
+    forward_s = 0.0
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for batch in _progress(loader, progress):
+                clip = to_device(batch["clip"], device)
+                start = time.perf_counter()
+                out = _logits(model(clip))
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                forward_s += time.perf_counter() - start
+                logits.append(out.float().cpu())
+                targets.append(batch["label"])
+                video_index.append(batch["video_index"])
+                view_index.append(batch["view_index"])
+    finally:
+        model.train(was_training)
+    all_logits, all_targets = torch.cat(logits), torch.cat(targets)
+    metrics = multiview_metrics(all_logits, all_targets, torch.cat(video_index), torch.cat(view_index),
+                                num_clips=clips, num_crops=crops, multilabel=annotation.multilabel)
+    png = None
+    if confusion_png is not None:
+        if annotation.multilabel:
+            raise ConfigError("a confusion matrix needs single-label data")
+        matrix = confusion_matrix(metrics["video_probs"], metrics["video_targets"])
+        names = annotation.class_names if len(annotation.class_names) == spec.num_classes else meta.get("class_names", [])
+        png = str(plot_confusion_matrix(matrix, names or [str(i) for i in range(spec.num_classes)], confusion_png))
+    gmacs, params, shape = _cost(model, spec) if count_cost else (float("nan"), _params(model), ())
+    return EvalResult(
+        clip_top1=metrics["clip_top1"], video_top1=metrics["video_top1"], video_top5=metrics["video_top5"],
+        mean_class_acc=metrics["mean_class_accuracy"], mAP=metrics["mAP"], gmacs_per_view=gmacs,
+        gmacs_per_video=gmacs * clips * crops, views=(clips, crops), params=params,
+        clips_per_second=len(all_logits) / forward_s if forward_s > 0 else float("nan"),
+        num_videos=metrics["num_videos"], input_shape=shape, confusion_png=png,
+        video_probs=metrics["video_probs"], video_targets=metrics["video_targets"])
+
+
+def _cost(model: nn.Module, spec: ArchSpec) -> tuple[float, int, tuple[int, ...]]:
+    from effvid.flops import count_cost, spec_input_shape
+
+    report = count_cost(model, spec_input_shape(spec))
+    return report.gmacs, report.params, tuple(report.input_shape)
+
+
+def _params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _logits(output: Any) -> torch.Tensor:
+    from effvid.engine.losses import output_logits
+
+    return output_logits(output)
+
+
+def to_device(clip: Any, device: torch.device) -> Any:
+    """A clip tensor, or a list of them (multi-resolution), moved to ``device``."""
+    if isinstance(clip, (list, tuple)):
+        return [c.to(device, non_blocking=True) for c in clip]
+    return clip.to(device, non_blocking=True)
+
+
+def _progress(loader: Any, enabled: bool) -> Any:
+    if not enabled:
+        return loader
+    from tqdm import tqdm
+
+    return tqdm(loader, desc="eval", leave=False, dynamic_ncols=True)

@@ -1,0 +1,205 @@
+"""The training config schema: what ``effvid train CONFIG`` reads (via :func:`effvid.config.load_config`).
+
+A YAML file names the model (a registered family plus ArchSpec overrides, or a full ``spec``
+mapping), the data, the optimizer and learning-rate schedule, optional training stages, the
+loss terms, optional distillation from a frozen teacher, and the run's bookkeeping. Every key
+is typed; an unknown key or a wrong type is a :class:`~effvid.errors.ConfigError` naming it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from effvid.config import load_config
+from effvid.engine.losses import DistillConfig, LossTermConfig
+from effvid.engine.schedules import OptimConfig, ScheduleConfig
+from effvid.errors import ConfigError
+from effvid.models.spec import ArchSpec
+
+_SPEC_OVERRIDES = ("num_frames", "frame_stride", "crop_size", "width_mult", "depth_mult", "sampling",
+                   "train_resize", "test_resize", "dropout", "alpha", "beta_inv", "fusion_kernel")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A registered model ``name`` with ArchSpec overrides, or a complete ``spec`` mapping (PAS uses that).
+
+    ``num_classes`` comes from the training annotation unless given here.
+    """
+
+    name: str | None = None
+    spec: dict[str, Any] | None = None
+    num_classes: int | None = None
+    num_frames: int | None = None
+    frame_stride: int | None = None
+    crop_size: int | None = None
+    width_mult: float | None = None
+    depth_mult: float | None = None
+    sampling: Literal["dense", "segments"] | None = None
+    train_resize: tuple[int, int] | None = None
+    test_resize: int | None = None
+    dropout: float | None = None
+    alpha: int | None = None
+    beta_inv: int | None = None
+    fusion_kernel: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.name is None and self.spec is None:
+            raise ConfigError("model: give a registered model 'name' (see `effvid models`) or a full 'spec'")
+        if self.spec is not None:
+            overridden = [k for k in _SPEC_OVERRIDES if getattr(self, k) is not None]
+            if overridden:
+                raise ConfigError(f"model: 'spec' is complete; set {', '.join(overridden)} inside it instead")
+            if self.name is not None and self.spec.get("name") not in (None, self.name):
+                raise ConfigError(f"model: name {self.name!r} differs from spec.name {self.spec.get('name')!r}")
+
+    def to_spec(self, num_classes: int) -> ArchSpec:
+        """The ArchSpec to build; ``num_classes`` is used unless the config fixes it."""
+        classes = self.num_classes if self.num_classes is not None else num_classes
+        if self.spec is not None:
+            data = dict(self.spec)
+            data.setdefault("name", self.name)
+            if self.num_classes is not None or "num_classes" not in data:
+                data["num_classes"] = classes
+            return ArchSpec.from_dict(data)
+        import effvid.models  # noqa: F401  (registers the families)
+        from effvid.models.registry import default_spec
+
+        overrides = {k: getattr(self, k) for k in _SPEC_OVERRIDES if getattr(self, k) is not None}
+        return default_spec(self.name, num_classes=classes, **overrides)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Training and validation annotations and how to read them.
+
+    ``val_views`` is ``[K, C]``: K temporal clips x C spatial crops per validation video.
+    ``root`` joins relative video paths (default: the annotation's folder).
+    """
+
+    train: str
+    val: str | None = None
+    root: str | None = None
+    format: str = "auto"
+    backend: str = "pyav"
+    on_error: Literal["raise", "skip"] = "raise"
+    num_workers: int = 2
+    target_fps: float | None = None
+    flip: bool = False
+    val_views: tuple[int, int] = (1, 1)
+    val_batch_size: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.num_workers < 0:
+            raise ConfigError(f"data.num_workers must be >= 0, got {self.num_workers}")
+        if self.val_views[0] < 1 or self.val_views[1] not in (1, 3):
+            raise ConfigError(f"data.val_views must be [K >= 1, C in (1, 3)], got {list(self.val_views)}")
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """One training stage: its epochs, a learning-rate scale, which parameters train, which losses count.
+
+    ``train`` and ``freeze`` are glob patterns over parameter names (``fnmatch``, e.g.
+    ``"policy.*"``); a parameter trains when it matches ``train`` (empty: every parameter) and
+    no ``freeze`` pattern. ``losses`` lists the active loss terms (empty: all of them).
+    """
+
+    name: str
+    epochs: int
+    lr_scale: float = 1.0
+    train: list[str] = field(default_factory=list)
+    freeze: list[str] = field(default_factory=list)
+    losses: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ConfigError(f"stage {self.name!r}: epochs must be >= 1, got {self.epochs}")
+        if not self.lr_scale > 0:
+            raise ConfigError(f"stage {self.name!r}: lr_scale must be positive, got {self.lr_scale}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A whole training run (see the module docstring and ``configs/*.yaml`` for examples).
+
+    With ``stages`` the run is their concatenation and ``epochs`` must equal their sum. The
+    learning rate is ``optim.lr`` (times ``init_lr_scale`` when ``init_from`` is set) times the
+    schedule's factor times the current stage's ``lr_scale``. ``clip_grad`` is the maximum
+    global gradient L2 norm (``optim.grad_clip_norm`` is accepted as the same setting).
+    ``max_steps_per_epoch`` caps the iterations of each epoch (quick runs and tests).
+    """
+
+    run_dir: str
+    epochs: int
+    batch_size: int
+    model: ModelConfig
+    data: DataConfig
+    seed: int = 0
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    stages: list[StageConfig] = field(default_factory=list)
+    losses: list[LossTermConfig] = field(default_factory=lambda: [LossTermConfig("ce")])
+    label_smoothing: float = 0.0
+    distill: DistillConfig | None = None
+    init_from: str | None = None
+    init_lr_scale: float = 1.0
+    resume: Literal["auto", "never"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: Literal["off", "bf16", "fp16"] = "off"
+    clip_grad: float | None = None
+    sync_bn: bool = False
+    find_unused_parameters: bool = False
+    precise_bn_batches: int = 0
+    eval_every: int = 1
+    log_every: int = 20
+    max_steps_per_epoch: int | None = None
+    best_metric: str = "video_top1"
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ConfigError(f"epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.stages and sum(s.epochs for s in self.stages) != self.epochs:
+            raise ConfigError(f"epochs is {self.epochs} but the stages add up to {sum(s.epochs for s in self.stages)}")
+        if len({s.name for s in self.stages}) != len(self.stages):
+            raise ConfigError("stage names must be unique")
+        if len({t.name for t in self.losses}) != len(self.losses):
+            raise ConfigError("loss term names must be unique")
+        if not self.init_lr_scale > 0:
+            raise ConfigError(f"init_lr_scale must be positive, got {self.init_lr_scale}")
+        if self.eval_every < 1 or self.log_every < 1:
+            raise ConfigError("eval_every and log_every must be >= 1")
+        if self.precise_bn_batches < 0:
+            raise ConfigError(f"precise_bn_batches must be >= 0, got {self.precise_bn_batches}")
+        if self.max_steps_per_epoch is not None and self.max_steps_per_epoch < 1:
+            raise ConfigError(f"max_steps_per_epoch must be >= 1 or null, got {self.max_steps_per_epoch}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        clip, alias = self.clip_grad, self.optim.grad_clip_norm
+        if clip is not None and alias is not None and clip != alias:
+            raise ConfigError(f"clip_grad ({clip}) and optim.grad_clip_norm ({alias}) disagree; set one")
+        if clip is not None and not clip > 0:
+            raise ConfigError(f"clip_grad must be positive or null, got {clip}")
+
+    @property
+    def grad_clip(self) -> float | None:
+        """The gradient-norm limit from ``clip_grad`` or ``optim.grad_clip_norm``."""
+        return self.clip_grad if self.clip_grad is not None else self.optim.grad_clip_norm
+
+    def stage_plan(self) -> list[StageConfig]:
+        """The stages to run: the configured ones, or one stage ``"train"`` of ``epochs``."""
+        return list(self.stages) if self.stages else [StageConfig(name="train", epochs=self.epochs)]
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with top-level fields replaced (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+
+def load_train_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
+    """Read a training YAML with ``key=value`` overrides into a validated :class:`TrainConfig`."""
+    return load_config(path, TrainConfig, overrides)

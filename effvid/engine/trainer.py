@@ -1,0 +1,460 @@
+"""The training loop: one process, or data-parallel under ``torchrun``; resumable, staged, distillable.
+
+``train(cfg)`` builds the model from ``cfg.model`` (classes from the training annotation),
+composes the loss terms (``ce``, the model's own terms, PAS's ``kd``/``feature`` from a frozen
+teacher), and runs the stages epoch by epoch. After every epoch rank 0 evaluates (every
+``eval_every`` epochs and at the end), appends one line to ``metrics.jsonl``, saves
+``checkpoints/best`` when the validation ``best_metric`` improved, then the epoch checkpoint
+with its training state (the previous epoch's is removed once the new one is complete).
+
+Choices worth knowing:
+
+* Resume (``resume: auto``) continues after the last complete epoch checkpoint: weights,
+  optimizer, scheduler, scaler and best-so-far. Random streams are re-seeded at the start of
+  every epoch from ``(seed, epoch, rank)`` and the data from ``(seed, epoch, index)``, so a
+  resumed run repeats exactly the epochs an uninterrupted one would run. ``metrics.jsonl`` is
+  cut back to the resumed epoch, so each epoch appears once.
+* The teacher sees exactly the student's clip (the batch is built at the student's geometry);
+  3D CNNs with adaptive pooling accept any T/H/W, which is what PAS's reduced students need.
+* Frozen parameters (stage globs) stay in the optimizer with ``requires_grad=False`` (no
+  gradient, so no update and no weight decay); BN statistics of frozen layers still update.
+* AMP is used on CUDA only (bf16, or fp16 with a gradient scaler); on the CPU it is off.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from effvid.commands import info
+from effvid.engine import checkpoint as ckpt
+from effvid.engine.distributed import (
+    DistInfo,
+    all_reduce_mean,
+    all_reduce_sum,
+    barrier,
+    init_distributed,
+    seed_everything,
+    teardown,
+    unwrap_model,
+)
+from effvid.engine.losses import (
+    FeatureDistillation,
+    FrozenTeacher,
+    LossComposer,
+    LossContext,
+    add_distillation_terms,
+    classification_term,
+    output_logits,
+)
+from effvid.engine.optim import apply_stage_trainable, build_stage_scheduler, load_matching, stage_of_epoch
+from effvid.engine.train_config import TrainConfig
+from effvid.errors import CheckpointError, ConfigError, EffvidError
+
+METRICS_FILE = "metrics.jsonl"
+_EPOCH_SEED_STRIDE = 1_000_003
+
+
+@dataclass
+class TrainResult:
+    """What a finished run produced; checkpoint paths are stems (``.safetensors``/``.json`` beside them)."""
+
+    run_dir: str
+    best_checkpoint: str | None
+    last_checkpoint: str | None
+    epochs_completed: int
+    best_metrics: dict[str, Any] = field(default_factory=dict)
+    wall_time_s: float = 0.0
+    skipped_files: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def train(cfg: TrainConfig, *, progress: bool | None = None) -> TrainResult:
+    """Train per ``cfg`` (see the module docstring); rank 0's :class:`TrainResult` carries the metrics.
+
+    ``progress``: tqdm bars (rank 0 only); ``None`` shows them when stderr is a terminal.
+    """
+    import torch.distributed as dist
+
+    owns_group = not dist.is_initialized()
+    dist_info = init_distributed(cfg.device)
+    try:
+        return _Run(cfg, dist_info, progress).run()
+    finally:
+        if owns_group:
+            teardown()
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint stem from a stem, one of its files, or a run directory (its best, else its last epoch)."""
+    path = Path(path)
+    if path.is_dir():
+        if ckpt.best_stem(path).with_suffix(".json").exists():
+            return ckpt.best_stem(path)
+        last = ckpt.find_last_complete(path, require_state=False)
+        if last is None:
+            raise CheckpointError(f"{path}: a run directory without any complete checkpoint")
+        return last
+    return ckpt.checkpoint_stem(path)
+
+
+class _Run:
+    """One training run's state; :meth:`run` is the whole loop."""
+
+    def __init__(self, cfg: TrainConfig, dist_info: DistInfo, progress: bool | None) -> None:
+        self.cfg = cfg
+        self.dist = dist_info
+        self.device = dist_info.device
+        self.run_dir = Path(cfg.run_dir)
+        self.main = dist_info.is_main
+        self.progress = self.main and (sys.stderr.isatty() if progress is None else progress)
+        self.stages = cfg.stage_plan()
+        if cfg.sync_bn and dist_info.distributed and self.device.type != "cuda":
+            raise ConfigError("sync_bn: PyTorch's SyncBatchNorm runs on CUDA only; set sync_bn: false on the CPU")
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp) if self.device.type == "cuda" else None
+        if cfg.amp != "off" and self.amp_dtype is None and self.main:
+            info(f"amp: {cfg.amp} asked for, but mixed precision runs on CUDA only; training in float32")
+        self.writer: Any = None
+
+    # -----------------------------------------------------------------------------------------
+    # Setup
+
+    def _build(self) -> None:
+        from effvid.data.annotations import load_annotations
+        from effvid.data.dataset import VideoDataset, build_loader
+        from effvid.engine.schedules import build_optimizer
+        from effvid.models.registry import create_from_spec
+
+        cfg, data = self.cfg, self.cfg.data
+        seed_everything(cfg.seed, self.dist.rank)
+        self.train_ann = load_annotations(data.train, root=data.root, format=data.format, subset="train")
+        self.val_ann = (load_annotations(data.val, root=data.root, format=data.format, subset="test")
+                        if data.val is not None else None)
+        self.spec = cfg.model.to_spec(len(self.train_ann.class_names))
+        self.model = create_from_spec(self.spec)
+        if cfg.init_from is not None:
+            stem = resolve_checkpoint(cfg.init_from)
+            state, _ = ckpt.load_checkpoint(stem)
+            copied, total = load_matching(self.model, state, str(stem))
+            if self.main:
+                info(f"init_from {stem}: {copied} of {total} tensors loaded (name and shape match)")
+        if cfg.sync_bn and self.dist.distributed:
+            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        self.model.to(self.device)
+        self.teacher: FrozenTeacher | None = None
+        self.features: FeatureDistillation | None = None
+        self.composer = self._losses()
+        extra_params = list(self.features.parameters()) if self.features is not None else []
+        lr = cfg.optim.lr * (cfg.init_lr_scale if cfg.init_from is not None else 1.0)
+        groups = [{"params": list(self.model.parameters())}]
+        if extra_params:
+            groups.append({"params": extra_params})
+        self.optimizer = build_optimizer(groups, dataclasses.replace(cfg.optim, lr=lr))
+        self.train_set = VideoDataset(self.train_ann, spec=self.spec, train=True, backend=data.backend,
+                                      on_error=data.on_error, flip=data.flip, target_fps=data.target_fps, seed=cfg.seed)
+        self.loader = build_loader(self.train_set, batch_size=cfg.batch_size, num_workers=data.num_workers,
+                                   shuffle=True, seed=cfg.seed, drop_last=True)
+        if len(self.loader) == 0:
+            raise ConfigError(f"{data.train}: {len(self.train_set)} videos make no full batch of {cfg.batch_size} "
+                              f"per process x {self.dist.world_size} processes; lower batch_size")
+        self.iters = min(len(self.loader), cfg.max_steps_per_epoch or len(self.loader))
+        self.scheduler = build_stage_scheduler(self.optimizer, cfg.schedule, self.stages, iters_per_epoch=self.iters)
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+
+    def _losses(self) -> LossComposer:
+        cfg = self.cfg
+        composer = LossComposer()
+        own_terms = getattr(self.model, "loss_terms", None)
+        own = own_terms() if callable(own_terms) else {}
+        for term in cfg.losses:
+            if term.name == "ce":
+                composer.add_config(term, classification_term(label_smoothing=cfg.label_smoothing))
+            elif term.name in own:
+                composer.add_config(term, own[term.name])
+            elif term.name in ("kd", "feature"):
+                raise ConfigError(f"loss term {term.name!r} comes from the 'distill' section; remove it from 'losses'")
+            else:
+                known = ", ".join(["ce", *own])
+                raise ConfigError(f"unknown loss term {term.name!r} for model {self.spec.name} (known: {known})")
+        if cfg.distill is not None and cfg.distill.teacher is not None:
+            self.teacher = FrozenTeacher.from_checkpoint(resolve_checkpoint(cfg.distill.teacher),
+                                                         bn_mode=cfg.distill.teacher_bn).to(self.device)
+            self.features = add_distillation_terms(composer, cfg.distill, self.teacher, self.model)
+            if self.features is not None:
+                self.features.to(self.device)
+        return composer
+
+    def _resume(self) -> int:
+        """Load the last complete epoch checkpoint if asked; returns the epochs already done."""
+        self.best_value = -math.inf
+        self.best_metrics: dict[str, Any] = {}
+        self.global_step = 0
+        stem = ckpt.find_last_complete(self.run_dir) if self.cfg.resume == "auto" else None
+        if stem is None:
+            return 0
+        weights, _ = ckpt.load_checkpoint(stem)
+        try:
+            self.model.load_state_dict(weights, strict=True)
+        except RuntimeError:
+            raise CheckpointError(f"{stem}.safetensors: cannot resume, the weights do not fit the configured model "
+                                  f"(use a new run_dir or resume: never)") from None
+        state = ckpt.load_training_state(stem, map_location=self.device)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        extra = state.get("extra", {})
+        self.best_value = float(extra.get("best_value", -math.inf))
+        self.best_metrics = dict(extra.get("best_metrics", {}))
+        self.global_step = int(extra.get("global_step", 0))
+        if self.features is not None and "features" in extra:
+            self.features.load_state_dict(extra["features"])
+        if self.main:
+            info(f"resuming {self.run_dir} after epoch {state['epoch']} ({stem.name})")
+        return int(state["epoch"])
+
+    def _start_logs(self, done: int) -> None:
+        from effvid.config import dump_yaml
+
+        if not self.main:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        dump_yaml(self.cfg, self.run_dir / "config.yaml")
+        _trim_metrics(self.run_dir / METRICS_FILE, done)
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"), purge_step=self.global_step or None)
+
+    # -----------------------------------------------------------------------------------------
+    # The loop
+
+    def run(self) -> TrainResult:
+        start_time = time.time()
+        self._build()
+        done = self._resume()
+        self._start_logs(done)
+        skipped_total = 0
+        last_stem = ckpt.find_last_complete(self.run_dir) if done else None
+        stage_index = -1
+        wrapped: nn.Module = self.model
+        try:
+            for epoch in range(done, self.cfg.epochs):
+                if stage_of_epoch(self.stages, epoch) != stage_index:
+                    stage_index = stage_of_epoch(self.stages, epoch)
+                    wrapped = self._enter_stage(stage_index)
+                epoch_start = time.time()
+                seed_everything(self.cfg.seed + _EPOCH_SEED_STRIDE * (epoch + 1), self.dist.rank)
+                self.loader.set_epoch(epoch)
+                losses, skipped = self._train_epoch(wrapped, epoch, last_stem)
+                skipped_total += skipped
+                if self.cfg.precise_bn_batches:
+                    self._precise_bn()
+                val = self._validate(epoch)
+                last_stem = self._finish_epoch(epoch, stage_index, losses, skipped, val, time.time() - epoch_start)
+        finally:
+            if self.writer is not None:
+                self.writer.close()
+            if self.features is not None:
+                self.features.remove_hooks()
+        best = ckpt.best_stem(self.run_dir)
+        return TrainResult(run_dir=str(self.run_dir),
+                           best_checkpoint=str(best) if best.with_suffix(".json").exists() else None,
+                           last_checkpoint=str(last_stem) if last_stem is not None else None,
+                           epochs_completed=self.cfg.epochs, best_metrics=self.best_metrics,
+                           wall_time_s=time.time() - start_time, skipped_files=skipped_total)
+
+    def _enter_stage(self, index: int) -> nn.Module:
+        stage = self.stages[index]
+        trainable = apply_stage_trainable(self.model, stage)
+        self.composer.activate(stage.losses or None)
+        if self.main and len(self.stages) > 1:
+            info(f"stage {stage.name!r}: {stage.epochs} epochs, lr x{stage.lr_scale}, {trainable:,} trainable "
+                 f"parameters, losses {', '.join(self.composer.active)}")
+        if not self.dist.distributed:
+            return self.model
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        return nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids,
+                                                   find_unused_parameters=self.cfg.find_unused_parameters)
+
+    def _batches(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        iterator = enumerate(self.loader)
+        if self.progress:
+            from tqdm import tqdm
+
+            iterator = tqdm(iterator, total=self.iters, leave=False, dynamic_ncols=True, desc="train")
+        for step, batch in iterator:
+            if step >= self.iters:
+                break
+            yield step, batch
+
+    def _train_epoch(self, wrapped: nn.Module, epoch: int, last_stem: Path | None) -> tuple[dict[str, float], int]:
+        from effvid.engine.evaluate import to_device
+
+        cfg = self.cfg
+        self.model.train()
+        sums: dict[str, float] = {}
+        count = 0
+        skipped = torch.zeros((), dtype=torch.int64)
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        for step, batch in self._batches():
+            clip = to_device(batch["clip"], self.device)
+            targets = batch["label"].to(self.device, non_blocking=True)
+            with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+                output = wrapped(clip)
+                ctx = LossContext(logits=output_logits(output), targets=targets, inputs=clip,
+                                  outputs=output if isinstance(output, Mapping) else {},
+                                  epoch=epoch + step / self.iters)
+                total, values = self.composer(ctx)
+            checked = all_reduce_mean(total.detach().float())
+            if not bool(torch.isfinite(checked)):
+                where = f"{last_stem}" if last_stem is not None else "none yet"
+                raise EffvidError(f"{self.run_dir}: the loss became {float(checked)} at epoch {epoch + 1}, step "
+                                  f"{step + 1}; training stopped (last good checkpoint: {where}). Lower optim.lr "
+                                  f"or set clip_grad")
+            self.optimizer.zero_grad(set_to_none=True)
+            (self.scaler.scale(total) if self.scaler is not None else total).backward()
+            if self.features is not None and self.dist.distributed:
+                for p in self.features.parameters():
+                    if p.grad is not None:
+                        p.grad.copy_(all_reduce_mean(p.grad))
+            if cfg.grad_clip is not None:
+                if self.scaler is not None:
+                    self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], cfg.grad_clip)
+            if self.scaler is not None:
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                self.optimizer.step()
+            self.scheduler.step()
+            self.global_step += 1
+            batch_size = targets.shape[0]
+            for name, value in values.items():
+                sums[name] = sums.get(name, 0.0) + float(value) * batch_size
+            count += batch_size
+            skipped += batch["skipped"].sum()
+            if self.writer is not None and self.global_step % cfg.log_every == 0:
+                for name, value in values.items():
+                    self.writer.add_scalar(f"train_step/{name}", float(value), self.global_step)
+                self.writer.add_scalar("train_step/lr", self.optimizer.param_groups[0]["lr"], self.global_step)
+        means = {name: float(all_reduce_mean(torch.tensor(total / max(count, 1), dtype=torch.float64)))
+                 for name, total in sums.items()}
+        return means, int(all_reduce_sum(skipped))
+
+    def _precise_bn(self) -> None:
+        from effvid.engine.evaluate import to_device
+        from effvid.engine.precise_bn import update_bn_stats
+
+        update_bn_stats(self.model, (batch for _, batch in self._batches()), self.cfg.precise_bn_batches,
+                        lambda model, batch: model(to_device(batch["clip"], self.device)))
+
+    def _validate(self, epoch: int) -> dict[str, Any]:
+        from effvid.engine.evaluate import evaluate
+
+        last = epoch + 1 == self.cfg.epochs
+        if self.val_ann is None or not self.main or not (last or (epoch + 1) % self.cfg.eval_every == 0):
+            return {}
+        data = self.cfg.data
+        result = evaluate(self.model, self.val_ann, views=data.val_views, batch_size=data.val_batch_size or self.cfg.batch_size,
+                          num_workers=data.num_workers, backend=data.backend, spec=self.spec,
+                          target_fps=data.target_fps, count_cost=False, progress=self.progress)
+        metrics = result.to_dict()
+        for key in ("gmacs_per_view", "gmacs_per_video", "input_shape", "confusion_png", "params"):
+            metrics.pop(key)
+        if self.cfg.best_metric not in metrics:
+            raise ConfigError(f"best_metric {self.cfg.best_metric!r} is not a validation metric "
+                              f"(choose from {', '.join(k for k, v in metrics.items() if isinstance(v, float))})")
+        return metrics
+
+    def _sidecar_fields(self) -> dict[str, Any]:
+        from effvid.config import to_dict
+
+        data = self.cfg.data
+        return {
+            "spec": self.spec,
+            "class_names": self.train_ann.class_names,
+            "transforms": {"backend": data.backend, "target_fps": data.target_fps, "flip": data.flip,
+                           "val_views": list(data.val_views)},
+            "extra": {"data": {"train": data.train, "val": data.val, "root": data.root, "format": data.format},
+                      "run_dir": str(self.run_dir), "config": to_dict(self.cfg)},
+        }
+
+    def _finish_epoch(self, epoch: int, stage_index: int, losses: dict[str, float], skipped: int,
+                      val: dict[str, Any], seconds: float) -> Path | None:
+        done = epoch + 1
+        improved = bool(val) and float(val[self.cfg.best_metric]) > self.best_value
+        if improved:
+            self.best_value = float(val[self.cfg.best_metric])
+            self.best_metrics = {k: v for k, v in val.items() if isinstance(v, (int, float))} | {"epoch": done}
+        stem = ckpt.epoch_stem(self.run_dir, done)
+        if self.main:
+            lr = self.optimizer.param_groups[0]["lr"]
+            record = {"epoch": done, "stage": self.stages[stage_index].name, "lr": lr, "train": losses,
+                      "loss_weights": self.composer.weights(float(epoch)), "val": val, "skipped": skipped,
+                      "time_s": round(seconds, 3), "global_step": self.global_step}
+            with open(self.run_dir / METRICS_FILE, "a") as f:
+                f.write(json.dumps(record) + "\n")
+            self._log_tensorboard(done, losses, val)
+            fields = self._sidecar_fields()
+            if improved:
+                ckpt.save_checkpoint(ckpt.best_stem(self.run_dir), model=self.model, metrics=self.best_metrics,
+                                     epoch=done, **fields)
+            extra: dict[str, Any] = {"best_value": self.best_value, "best_metrics": self.best_metrics,
+                                     "global_step": self.global_step}
+            if self.features is not None:
+                extra["features"] = self.features.state_dict()
+            state = ckpt.training_state(epoch=done, optimizer=self.optimizer, scheduler=self.scheduler,
+                                        scaler=self.scaler, extra=extra)
+            ckpt.save_checkpoint(stem, model=self.model, metrics=val, epoch=done, state=state, **fields)
+            if done > 1:
+                ckpt.remove_checkpoint(ckpt.epoch_stem(self.run_dir, epoch))
+            info(_summary(done, self.cfg.epochs, self.stages[stage_index].name, losses, lr, val, seconds, skipped))
+        barrier()
+        return stem
+
+    def _log_tensorboard(self, epoch: int, losses: dict[str, float], val: dict[str, Any]) -> None:
+        for name, value in losses.items():
+            self.writer.add_scalar(f"train/{name}", value, epoch)
+        for name, value in val.items():
+            if isinstance(value, float) and math.isfinite(value):
+                self.writer.add_scalar(f"val/{name}", value, epoch)
+        self.writer.flush()
+
+
+def _trim_metrics(path: Path, epochs_done: int) -> None:
+    """Keep only the lines of epochs ``<= epochs_done`` (a resumed run rewrites the rest)."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line).get("epoch", 0) <= epochs_done:
+                kept.append(line)
+        except json.JSONDecodeError:
+            continue  # a line cut off by a kill
+    ckpt.atomic_write(path, lambda f: f.write("".join(k + "\n" for k in kept).encode()))
+
+
+def _summary(epoch: int, epochs: int, stage: str, losses: dict[str, float], lr: float, val: dict[str, Any],
+             seconds: float, skipped: int) -> str:
+    parts = [f"epoch {epoch}/{epochs}", f"[{stage}]"]
+    parts += [f"{name} {value:.4f}" for name, value in losses.items()]
+    parts.append(f"lr {lr:.3g}")
+    if val:
+        parts.append(f"val top1 {val['video_top1']:.3f} top5 {val['video_top5']:.3f}")
+    parts.append(f"{seconds:.1f}s")
+    if skipped:
+        parts.append(f"skipped {skipped}")
+    return "  ".join(parts)
