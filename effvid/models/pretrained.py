@@ -58,7 +58,10 @@ PYSLOWFAST_SLOWFAST = (
     (r"s1\.pathway(?P<p>\d)_stem\.bn", "blocks.0.multipathway_blocks.{p}.norm"),
     (r"s(?P<s>\d)_fuse\.conv_f2s", "blocks.{s}.multipathway_fusion.conv_fast_to_slow"),
     (r"s(?P<s>\d)_fuse\.bn", "blocks.{s}.multipathway_fusion.norm"),
-    (r"s(?P<s>\d)\.pathway(?P<p>\d)_res(?P<k>\d+)\.(?P<leaf>.+)", "blocks.{s}.multipathway_blocks.{p}.res_blocks.{k}.{leaf}"),
+    (
+        r"s(?P<s>\d)\.pathway(?P<p>\d)_res(?P<k>\d+)\.(?P<leaf>.+)",
+        "blocks.{s}.multipathway_blocks.{p}.res_blocks.{k}.{leaf}",
+    ),
     (r"head\.projection", "blocks.6.proj"),
 )
 # X3D's stem: PySlowFast's ``conv_xy`` is the spatial conv, PyTorchVideo's ``conv_t``; its
@@ -78,7 +81,8 @@ _PYSLOWFAST_TABLES = ((SlowFast, PYSLOWFAST_SLOWFAST, _RES_LEAVES), (X3D, PYSLOW
 
 @dataclass(frozen=True)
 class LoadReport:
-    """What :func:`load_pretrained` did: tensors loaded, and model tensors kept as they were."""
+    """What :func:`load_pretrained` did: ``loaded`` checkpoint tensors copied into the model, and
+    the model tensors ``kept`` as they were (the replaced classifier, absent BN counters)."""
 
     path: str
     source: str
@@ -87,7 +91,9 @@ class LoadReport:
     kept: tuple[str, ...]
 
 
-def load_pretrained(model: nn.Module, path: str | Path, source: Source = "effvid", *, replace_head: bool = False) -> LoadReport:
+def load_pretrained(
+    model: nn.Module, path: str | Path, source: Source = "effvid", *, replace_head: bool = False
+) -> LoadReport:
     """Fill ``model`` from the checkpoint at ``path`` written in ``source``'s layout.
 
     Every parameter and buffer is filled and every checkpoint tensor used, or
@@ -99,9 +105,10 @@ def load_pretrained(model: nn.Module, path: str | Path, source: Source = "effvid
         raise ConfigError(f"unknown checkpoint source {source!r}; choose one of {', '.join(SOURCES)}")
     path = Path(path)
     foreign = read_state_dict(path)
-    names = our_names(foreign, model, source, path)
+    names = _our_names(foreign, model, source, path)
     own = model.state_dict()
-    head = _classifier_keys(model) if replace_head else set()
+    classifier = _classifier_keys(model)
+    head = classifier if replace_head else set()
     tensors: dict[str, torch.Tensor] = {}
     unexpected, duplicated = [], []
     for name, tensor in foreign.items():
@@ -116,11 +123,8 @@ def load_pretrained(model: nn.Module, path: str | Path, source: Source = "effvid
             tensors[key] = tensor
     kept = sorted(head | {k for k in own if k.endswith("num_batches_tracked") and k not in tensors})
     missing = [k for k in own if k not in tensors and k not in kept]
-    mismatched = [
-        f"{k} (checkpoint {tuple(t.shape)}, model {tuple(own[k].shape)})"
-        for k, t in tensors.items()
-        if t.shape != own[k].shape
-    ]
+    misfits = [k for k, t in tensors.items() if t.shape != own[k].shape]
+    mismatched = [f"{k} (checkpoint {tuple(tensors[k].shape)}, model {tuple(own[k].shape)})" for k in misfits]
     problems = [
         (label, items)
         for label, items in (
@@ -133,7 +137,8 @@ def load_pretrained(model: nn.Module, path: str | Path, source: Source = "effvid
     ]
     if problems:
         details = "; ".join(f"{label} ({len(items)}): {_listing(items)}" for label, items in problems)
-        hint = "" if replace_head else " (a classifier for another class count loads with replace_head=True)"
+        head_misfit = any(k in classifier for k in misfits)
+        hint = " (a classifier for another class count loads with replace_head=True)" if head_misfit else ""
         raise CheckpointError(f"{path}: {source} checkpoint does not fit {_model_name(model)}: {details}{hint}")
     tensors.update({k: own[k] for k in kept})
     model.load_state_dict(tensors, strict=True)
@@ -175,7 +180,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return obj
 
 
-def our_names(foreign: dict[str, torch.Tensor], model: nn.Module, source: str, path: Path) -> dict[str, str]:
+def _our_names(foreign: dict[str, torch.Tensor], model: nn.Module, source: str, path: Path) -> dict[str, str]:
     """Checkpoint name -> our state-dict name for ``model``; names no rule matches stay as they are."""
     if source != "pyslowfast":
         return {name: name for name in foreign}

@@ -384,7 +384,8 @@ def _register(name: str, *, alpha: int, fusion_kernel: int) -> None:
 
     builder.__name__ = name
     builder.__doc__ = (
-        f"{name}: 32 fast frames at stride 2, slow {32 // alpha}, alpha {alpha}, beta 1/8, fusion kernel {fusion_kernel}."
+        f"{name}: 32 fast frames at stride 2, slow {32 // alpha}, alpha {alpha}, beta 1/8, "
+        f"fusion kernel {fusion_kernel}."
     )
     spec = _default_spec(name, alpha=alpha, fusion_kernel=fusion_kernel)
     register_model(name, default_spec=spec, kind="slowfast", spatial_stride=32, min_frames=alpha)(builder)

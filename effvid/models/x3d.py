@@ -198,16 +198,26 @@ def build_x3d(
             res_blocks.append(ResBlock(dim_in=block_in, dim_out=dim_out, spatial_stride=stride, branch2=branch2))
         blocks.append(ResStage(res_blocks))
         dim_in = dim_out
-    blocks.append(
-        X3DHead(dim_in=dim_in, dim_inner=dim_inner, dim_out=width(head_width), num_classes=num_classes, dropout=dropout)
+    head = X3DHead(
+        dim_in=dim_in, dim_inner=dim_inner, dim_out=width(head_width), num_classes=num_classes, dropout=dropout
     )
+    blocks.append(head)
     model = X3D(blocks)
     init_weights(model)
     return model
 
 
-def _default_spec(name: str, *, frames: int, stride: int, crop: int, train_resize: tuple[int, int], test_resize: int) -> ArchSpec:
-    return ArchSpec(
+def _register(
+    name: str,
+    depths: Sequence[int],
+    *,
+    frames: int,
+    stride: int,
+    crop: int,
+    train_resize: tuple[int, int],
+    test_resize: int,
+) -> None:
+    spec = ArchSpec(
         name=name,
         num_classes=400,
         num_frames=frames,
@@ -218,8 +228,6 @@ def _default_spec(name: str, *, frames: int, stride: int, crop: int, train_resiz
         dropout=0.5,
     )
 
-
-def _register(name: str, depths: Sequence[int], spec: ArchSpec) -> None:
     def builder(s: ArchSpec) -> X3D:
         return build_x3d(
             num_classes=s.num_classes,
@@ -230,12 +238,12 @@ def _register(name: str, depths: Sequence[int], spec: ArchSpec) -> None:
         )
 
     builder.__name__ = name
-    builder.__doc__ = f"{name}: X3D with blocks per stage {tuple(depths)} at {spec.num_frames}x{spec.crop_size}."
+    builder.__doc__ = f"{name}: X3D with blocks per stage {tuple(depths)} at {frames}x{crop}."
     register_model(name, default_spec=spec, kind="3d", spatial_stride=32)(builder)
 
 
 # Inputs follow PySlowFast's X3D configs (frames, stride, train crop, jitter range, test short side).
-_register("x3d_xs", DEPTHS_M, _default_spec("x3d_xs", frames=4, stride=12, crop=160, train_resize=(182, 228), test_resize=182))
-_register("x3d_s", DEPTHS_M, _default_spec("x3d_s", frames=13, stride=6, crop=160, train_resize=(182, 228), test_resize=182))
-_register("x3d_m", DEPTHS_M, _default_spec("x3d_m", frames=16, stride=5, crop=224, train_resize=(256, 320), test_resize=256))
-_register("x3d_l", DEPTHS_L, _default_spec("x3d_l", frames=16, stride=5, crop=312, train_resize=(356, 446), test_resize=356))
+_register("x3d_xs", DEPTHS_M, frames=4, stride=12, crop=160, train_resize=(182, 228), test_resize=182)
+_register("x3d_s", DEPTHS_M, frames=13, stride=6, crop=160, train_resize=(182, 228), test_resize=182)
+_register("x3d_m", DEPTHS_M, frames=16, stride=5, crop=224, train_resize=(256, 320), test_resize=256)
+_register("x3d_l", DEPTHS_L, frames=16, stride=5, crop=312, train_resize=(356, 446), test_resize=356)
