@@ -25,7 +25,6 @@ import os
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -162,7 +161,7 @@ def ensure_synthactions(out_dir: str | os.PathLike, preset: str | SynthPreset = 
 
 def load_manifest(out_dir: str | os.PathLike) -> SynthManifest:
     """Read the manifest of a generated folder; :class:`EffvidError` if there is none."""
-    root = Path(out_dir)
+    root = Path(out_dir).absolute()
     path = root / MANIFEST
     try:
         data = json.loads(path.read_text())
@@ -241,7 +240,7 @@ def _render_all(root: Path, preset: SynthPreset, seed: int, jobs: list[_Job], wo
         for chunk in chunks:
             progress.update(_render_chunk(root, preset, seed, chunk))
     else:
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        with ProcessPoolExecutor(workers) as pool:
             for done in pool.map(_render_chunk, [root] * len(chunks), [preset] * len(chunks),
                                  [seed] * len(chunks), chunks):
                 progress.update(done)
