@@ -1,0 +1,346 @@
+"""Checkpoints: safetensors weights, a JSON sidecar, and a ``weights_only`` training state.
+
+A checkpoint is three files sharing a stem::
+
+    <stem>.safetensors   model weights (safetensors)
+    <stem>.state.pt      optional training state (optimizer, scheduler, scaler, RNG, epoch),
+                         torch.save'd, read back with torch.load(weights_only=True)
+    <stem>.json          sidecar: {"format": "effvid-checkpoint", "version": 1, "spec": ArchSpec,
+                         "class_names", "transforms", "metrics", "epoch", "git_revision",
+                         "created", "weights_sha256", "has_state", "extra"}
+
+Every file is written atomically (temp file in the same folder, fsync, ``os.replace``) and
+the sidecar last, after removing any older sidecar of the same stem: a checkpoint is complete
+exactly when its sidecar exists, and a complete checkpoint is always consistent (the sidecar
+records the weights' SHA-256). Epoch checkpoints live in ``<run_dir>/checkpoints/epoch_NNNN``
+(:func:`epoch_stem`), so a crash mid-save leaves the previous epoch intact.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import hashlib
+import json
+import os
+import random
+import re
+import subprocess
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from effvid.engine.distributed import unwrap_model
+from effvid.errors import CheckpointError, ConfigError
+from effvid.models.spec import ArchSpec
+
+FORMAT = "effvid-checkpoint"
+STATE_FORMAT = "effvid-training-state"
+VERSION = 1
+_SUFFIXES = (".safetensors", ".state.pt", ".json")
+_EPOCH_RE = re.compile(r"^epoch_(\d+)\.json$")
+
+
+def epoch_stem(run_dir: str | Path, epoch: int) -> Path:
+    """The stem of the checkpoint after ``epoch`` in ``run_dir``: ``checkpoints/epoch_NNNN``."""
+    return Path(run_dir) / "checkpoints" / f"epoch_{epoch:04d}"
+
+
+def best_stem(run_dir: str | Path) -> Path:
+    """The stem of the best-validation checkpoint in ``run_dir``."""
+    return Path(run_dir) / "checkpoints" / "best"
+
+
+def checkpoint_stem(path: str | Path) -> Path:
+    """The stem of a checkpoint given its stem or any of its three files."""
+    path = Path(path)
+    for suffix in _SUFFIXES:
+        if path.name.endswith(suffix):
+            return path.with_name(path.name[: -len(suffix)])
+    return path
+
+
+def _files(stem: Path) -> tuple[Path, Path, Path]:
+    return (stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".state.pt"),
+            stem.with_name(stem.name + ".json"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Atomic writes
+
+
+def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
+    """Write ``path`` via ``write(file)`` into a temp file in the same folder, fsync, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# ---------------------------------------------------------------------------------------------
+# RNG and training state
+
+
+def rng_state() -> dict[str, Any]:
+    """The Python, NumPy, torch (and CUDA) RNG states, as tensors and numbers only."""
+    version, internal, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": {"version": version, "internal": torch.tensor(internal, dtype=torch.int64), "gauss": gauss},
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    """Restore the states captured by :func:`rng_state`."""
+    py = state["python"]
+    random.setstate((py["version"], tuple(int(v) for v in py["internal"].tolist()), py["gauss"]))
+    npy = state["numpy"]
+    np.random.set_state((npy["kind"], npy["keys"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"],
+                         npy["cached_gaussian"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def training_state(*, epoch: int, optimizer: torch.optim.Optimizer | None = None, scheduler: Any = None,
+                   scaler: Any = None, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A training state for :func:`save_checkpoint`: state dicts, RNG states, ``epoch`` (completed epochs).
+
+    ``extra`` may hold anything ``torch.load(weights_only=True)`` accepts (tensors, numbers,
+    strings, lists, dicts), e.g. the global step or feature-connector state dicts.
+    """
+    return {
+        "format": STATE_FORMAT,
+        "version": VERSION,
+        "epoch": int(epoch),
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "scaler": scaler.state_dict() if scaler is not None else None,
+        "rng": rng_state(),
+        "extra": dict(extra or {}),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Save
+
+
+@functools.lru_cache(maxsize=1)
+def git_revision() -> str | None:
+    """``git rev-parse HEAD`` of the effvid source tree, or ``None`` outside a git checkout."""
+    try:
+        result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
+                                capture_output=True, text=True, timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip() or None if result.returncode == 0 else None
+
+
+def _weights(model: nn.Module | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    state = unwrap_model(model).state_dict() if isinstance(model, nn.Module) else model
+    tensors: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for key, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            continue
+        tensor = value.detach().cpu().contiguous()
+        if tensor.data_ptr() in seen and tensor.numel() > 0:
+            tensor = tensor.clone()  # safetensors refuses tensors sharing storage
+        seen.add(tensor.data_ptr())
+        tensors[key] = tensor
+    return tensors
+
+
+def save_checkpoint(stem: str | Path, *, model: nn.Module | Mapping[str, torch.Tensor], spec: ArchSpec | None = None,
+                    class_names: Sequence[str] = (), transforms: Mapping[str, Any] | None = None,
+                    metrics: Mapping[str, Any] | None = None, epoch: int | None = None,
+                    extra: Mapping[str, Any] | None = None,
+                    state: Mapping[str, Any] | None = None) -> Path:
+    """Write a checkpoint at ``stem`` atomically; returns the sidecar path (present = complete).
+
+    ``spec`` defaults to ``model.spec``; ``state`` is a :func:`training_state` dict (omit it for
+    a weights-only checkpoint such as ``best``). ``transforms``, ``metrics`` and ``extra``
+    must be JSON-serialisable.
+    """
+    from safetensors.torch import save as safetensors_bytes
+
+    stem = checkpoint_stem(stem)
+    weights_path, state_path, sidecar_path = _files(stem)
+    if spec is None and isinstance(model, nn.Module):
+        spec = getattr(unwrap_model(model), "spec", None)
+    sidecar = {
+        "format": FORMAT,
+        "version": VERSION,
+        "spec": spec.to_dict() if spec is not None else None,
+        "class_names": list(class_names),
+        "transforms": dict(transforms or {}),
+        "metrics": dict(metrics or {}),
+        "epoch": epoch,
+        "git_revision": git_revision(),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "has_state": state is not None,
+        "extra": dict(extra or {}),
+    }
+    json.dumps(sidecar)  # a non-serialisable field fails here, before any file is touched
+    sidecar_path.unlink(missing_ok=True)
+    data = safetensors_bytes(_weights(model), metadata={"format": FORMAT})
+    atomic_write(weights_path, lambda f: f.write(data))
+    if state is not None:
+        atomic_write(state_path, lambda f: torch.save(dict(state), f))
+    else:
+        state_path.unlink(missing_ok=True)
+    sidecar["weights_sha256"] = hashlib.sha256(data).hexdigest()
+    text = json.dumps(sidecar, indent=2)
+    atomic_write(sidecar_path, lambda f: f.write(text.encode()))
+    return sidecar_path
+
+
+def remove_checkpoint(stem: str | Path) -> None:
+    """Delete a checkpoint, sidecar first so it is never seen half-deleted as complete."""
+    for path in reversed(_files(checkpoint_stem(stem))):
+        path.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Load
+
+
+def read_sidecar(path: str | Path) -> dict[str, Any]:
+    """The sidecar of the checkpoint at ``path``; a missing, foreign or unreadable one is a :class:`CheckpointError`."""
+    stem = checkpoint_stem(path)
+    weights_path, _, sidecar_path = _files(stem)
+    if not sidecar_path.exists():
+        if weights_path.exists():
+            raise CheckpointError(f"{weights_path}: not a complete effvid checkpoint (its sidecar "
+                                  f"{sidecar_path.name} is missing: a foreign file or an interrupted save)")
+        given = Path(path)
+        if given.exists() and given.is_file():
+            raise CheckpointError(f"{given}: not an effvid checkpoint (expected <stem>.safetensors with <stem>.json)")
+        raise CheckpointError(f"{given}: checkpoint not found")
+    try:
+        meta = json.loads(sidecar_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{sidecar_path}: unreadable checkpoint sidecar ({type(exc).__name__})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{sidecar_path}: not an effvid checkpoint sidecar (no format marker {FORMAT!r})")
+    if meta.get("version") != VERSION:
+        raise CheckpointError(f"{sidecar_path}: checkpoint format version {meta.get('version')!r} "
+                              f"is not supported (this effvid reads version {VERSION})")
+    return meta
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu"
+                    ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """``(state_dict, meta)`` of the checkpoint at ``path`` (its stem or any of its files).
+
+    The weights are checked against the SHA-256 in the sidecar; anything missing, foreign or
+    corrupt raises :class:`CheckpointError` naming the file.
+    """
+    from safetensors.torch import load as safetensors_load
+
+    meta = read_sidecar(path)
+    weights_path = _files(checkpoint_stem(path))[0]
+    try:
+        data = weights_path.read_bytes()
+    except OSError:
+        raise CheckpointError(f"{weights_path}: weights file missing or unreadable") from None
+    expected = meta.get("weights_sha256")
+    if expected is not None and hashlib.sha256(data).hexdigest() != expected:
+        raise CheckpointError(f"{weights_path}: corrupt checkpoint (the weights do not match the sidecar's checksum)")
+    try:
+        tensors = safetensors_load(data)
+    except Exception as exc:  # safetensors raises its own error types for bad headers/data
+        raise CheckpointError(f"{weights_path}: corrupt or not a safetensors file ({type(exc).__name__})") from None
+    if str(map_location) != "cpu":
+        tensors = {k: v.to(map_location) for k, v in tensors.items()}
+    return tensors, meta
+
+
+def load_training_state(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """The training state saved with the checkpoint at ``path``, read with ``weights_only=True``."""
+    read_sidecar(path)
+    state_path = _files(checkpoint_stem(path))[1]
+    if not state_path.exists():
+        raise CheckpointError(f"{state_path}: this checkpoint has no training state to resume from")
+    try:
+        state = torch.load(state_path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises many types for truncated or foreign pickles
+        raise CheckpointError(f"{state_path}: corrupt or foreign training state ({type(exc).__name__})") from None
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        raise CheckpointError(f"{state_path}: not an effvid training state")
+    return state
+
+
+def find_last_complete(run_dir: str | Path, *, require_state: bool = True) -> Path | None:
+    """The stem of the highest-epoch complete checkpoint in ``run_dir`` (``None`` if there is none).
+
+    Complete means a valid sidecar, its weights, and (with ``require_state``) its training state.
+    """
+    folder = Path(run_dir) / "checkpoints"
+    if not folder.is_dir():
+        return None
+    candidates = sorted(((int(m.group(1)), p) for p in folder.iterdir() if (m := _EPOCH_RE.match(p.name))),
+                        reverse=True)
+    for _, sidecar in candidates:
+        stem = checkpoint_stem(sidecar)
+        weights_path, state_path, _ = _files(stem)
+        try:
+            meta = read_sidecar(stem)
+        except CheckpointError:
+            continue
+        if weights_path.exists() and (not require_state or (meta.get("has_state") and state_path.exists())):
+            return stem
+    return None
+
+
+def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
+    """The model of a checkpoint, built from its ArchSpec and loaded strictly, in eval mode."""
+    from effvid.models.registry import create_from_spec, list_models
+
+    state, meta = load_checkpoint(path, map_location=map_location)
+    if meta.get("spec") is None:
+        raise CheckpointError(f"{checkpoint_stem(path)}.json: the checkpoint has no ArchSpec to build a model from")
+    if meta["spec"].get("name") not in list_models():
+        import effvid.models  # noqa: F401  (importing the package registers every family)
+    try:
+        model = create_from_spec(ArchSpec.from_dict(meta["spec"]))
+    except ConfigError as exc:
+        raise CheckpointError(f"{checkpoint_stem(path)}.json: {exc}") from None
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
+        raise CheckpointError(f"{checkpoint_stem(path)}.safetensors: weights do not fit {meta['spec']['name']}: {first}") from None
+    return model.to(map_location).eval()
