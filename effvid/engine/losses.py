@@ -410,6 +410,12 @@ def _resize_like(target: Tensor, like: Tensor) -> Tensor:
     return F.interpolate(target, size=size, mode="trilinear" if target.dim() == 5 else "bilinear", align_corners=False)
 
 
+def _unfold_frames(features: Tensor, ctx: LossContext) -> Tensor:
+    """Folded frame-model features ``(B*T, C, h, w)`` as ``(B, C, T, h, w)``, so differing T can be resized."""
+    batch = ctx.logits.shape[0]
+    return features.view(batch, -1, *features.shape[1:]).transpose(1, 2)
+
+
 class FeatureDistillation(nn.Module):
     """Intermediate-feature distillation after each stage named by the models' ``stage_names``.
 
@@ -421,7 +427,8 @@ class FeatureDistillation(nn.Module):
     margins from the teacher BN that normalises the stage output (:func:`margins_from_bn`);
     the student's pass through a 1x1(x1) conv + BN connector; the loss is the partial L2
     :func:`margin_relu_partial_l2`. Targets are resized to the student's ``(T, H, W)`` when
-    input-reducing operators made them differ. The term averages over feature maps. It is
+    input-reducing operators made them differ (folded 2D frame-model features are unfolded
+    to ``(B, C, T, h, w)`` first when the frame counts differ). The term averages over feature maps. It is
     called as a loss term (``module(ctx)``).
 
     The connectors are trainable: put ``parameters()`` in the optimizer and ``state_dict()``
@@ -483,6 +490,8 @@ class FeatureDistillation(nn.Module):
             if self.kind == "margin_relu":
                 margin = getattr(self, f"margin{i}").view(1, -1, *([1] * (target.dim() - 2)))
                 target = torch.maximum(target, margin)
+            if student.dim() == 4 and student.shape[0] != target.shape[0]:
+                student, target = _unfold_frames(student, ctx), _unfold_frames(target, ctx)
             target = _resize_like(target, student)
             losses.append(F.mse_loss(student, target) if self.kind == "mse" else margin_relu_partial_l2(student, target))
         self._student_feats[:] = [None] * len(self._student_feats)
