@@ -5,7 +5,8 @@ anything else with ``torch.load(weights_only=True)``. Containers are unwrapped (
 ``state_dict``, ``model``) and wrapper prefixes stripped (``module.`` from DDP, ``model.`` from
 PySlowFast's PyTorchVideo wrapper). Our models use torchvision's and PyTorchVideo's own module
 names, so those layouts (and ``effvid``) map by identity; PySlowFast's names are translated by
-the small tables below.
+the small tables below. An effvid checkpoint (``<stem>.safetensors`` + ``<stem>.json``) can be
+named by its stem or any of its files and is checked against its sidecar's checksum.
 
 Loading is strict: every parameter and buffer of the model is filled and every checkpoint
 tensor is used, or :class:`CheckpointError` lists the names that did not match. The one
@@ -104,7 +105,7 @@ def load_pretrained(
     if source not in SOURCES:
         raise ConfigError(f"unknown checkpoint source {source!r}; choose one of {', '.join(SOURCES)}")
     path = Path(path)
-    foreign = read_state_dict(path)
+    foreign = _read(path, source)
     names = _our_names(foreign, model, source, path)
     own = model.state_dict()
     classifier = _classifier_keys(model)
@@ -143,6 +144,18 @@ def load_pretrained(
     tensors.update({k: own[k] for k in kept})
     model.load_state_dict(tensors, strict=True)
     return LoadReport(str(path), source, len(tensors) - len(kept), replace_head, tuple(kept))
+
+
+def _read(path: Path, source: str) -> dict[str, torch.Tensor]:
+    """An effvid checkpoint (its stem or any of its files, sidecar present) is read and
+    checksum-verified by the engine's checkpoint module; any other file by :func:`read_state_dict`."""
+    if source == "effvid":
+        from effvid.engine.checkpoint import checkpoint_stem, load_checkpoint
+
+        stem = checkpoint_stem(path)
+        if stem.with_name(stem.name + ".json").is_file():
+            return load_checkpoint(path)[0]
+    return read_state_dict(path)
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:

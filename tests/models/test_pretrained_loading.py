@@ -8,6 +8,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from effvid.engine.checkpoint import save_checkpoint
 from effvid.errors import CheckpointError, ConfigError
 from effvid.models import create, load_pretrained
 
@@ -112,10 +113,13 @@ def test_pytorchvideo_model_state_reproduces_outputs(tmp_path, name):
     assert_loads_exactly(name, tmp_path / "X3D.pyth", "pytorchvideo")
 
 
-def test_effvid_safetensors_reproduces_outputs(tmp_path):
+def test_effvid_checkpoints_and_bare_safetensors_reproduce_outputs(tmp_path):
     state = {k: v.contiguous() for k, v in trained("x3d_xs").state_dict().items()}
     save_file(state, tmp_path / "x3d_xs.safetensors")
     assert_loads_exactly("x3d_xs", tmp_path / "x3d_xs.safetensors", "effvid")
+    save_checkpoint(tmp_path / "run" / "best", model=trained("x3d_xs"))
+    assert_loads_exactly("x3d_xs", tmp_path / "run" / "best", "effvid")
+    assert_loads_exactly("x3d_xs", tmp_path / "run" / "best.safetensors", "effvid")
 
 
 def test_torchvision_state_dict_loads_a_frame_model(tmp_path):
