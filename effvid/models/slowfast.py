@@ -204,7 +204,7 @@ class ClassifierHead(nn.Module):
 
 def init_weights(model: nn.Module) -> None:
     """torchvision-style initialisation with each residual branch's last BN zeroed (PySlowFast's
-    ``ZERO_INIT_FINAL_BN``), so every block starts as the identity."""
+    ``ZERO_INIT_FINAL_BN``), so every residual branch starts at zero."""
     init_torchvision_style(model)
     for module in model.modules():
         if isinstance(module, ResBlock):
