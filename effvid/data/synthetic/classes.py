@@ -62,4 +62,4 @@ REDUNDANCY = ("Every video has a static textured background and an actor coverin
 NUISANCES = ("Nuisances in every class: random actor shape, colour, size and position; a random "
              "background (smooth blobs, a grating or large tiles) and colour; 0-2 smaller "
              "distractor objects, still or drifting slowly in a random direction; camera jitter of "
-             "about 1 pixel per frame in half the videos; Gaussian pixel noise; H.264 compression.")
+             "about 1 pixel per frame in half the videos; uniform pixel noise (standard deviation 1.5-5 levels); H.264 compression.")
