@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "data": "data",
     "models": "models",
     "flops": "flops",
+    "shrink": "shrink",
 }
 
 
