@@ -6,8 +6,11 @@ load torchvision state dicts directly: ``ConvNormAct`` is ``Conv2dNormActivation
 ``Bottleneck`` have ``conv1``/``bn1``/.../``downsample.{0,1}``. Convolutions are plain
 ``nn.Conv2d``/``nn.Conv3d`` modules so later wrappers can replace them in place.
 
+``ClipClassifier`` is the base of the 3D clip ResNets (adaptive pool, dropout, ``fc`` head).
 ``FrameModel`` is the base of every 2D frame model: it folds ``T`` into the batch, runs the
-2D trunk per frame and averages the per-frame logits (TSN's average consensus).
+2D trunk per frame and averages the per-frame logits (TSN's average consensus); it lives here
+rather than in ``temporal.py`` because the 2D families subclass it and ``temporal.py``
+builds on them.
 """
 
 from __future__ import annotations
