@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
+import json
+
 import pytest
 import torch
 from torch import nn
 
-from effvid.errors import ConfigError
+from effvid.commands import flops as flops_command
+from effvid.commands import models as models_command
+from effvid.errors import CheckpointError, ConfigError
 from effvid.flops import BN_MACS_PER_ELEMENT, count_cost, count_spec
 from effvid.models import default_spec, list_models
 
@@ -124,3 +129,61 @@ def test_frame_models_cost_frames_times_the_per_frame_cost(video, frame):
     clip = count_spec(default_spec(video, num_frames=8, crop_size=224, num_classes=400))
     single = count_spec(default_spec(frame, num_frames=1, crop_size=224, num_classes=400))
     assert clip.gmacs == pytest.approx(8 * single.gmacs, rel=1e-6)
+
+
+def run_command(argv: list[str], capsys) -> dict:
+    """Run an effvid flops/models command with --json and return its one JSON object."""
+    parser = argparse.ArgumentParser(prog="effvid")
+    sub = parser.add_subparsers()
+    flops_command.register(sub)
+    models_command.register(sub)
+    args = parser.parse_args([*argv, "--json"])
+    assert args.run(args) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+needs_r2plus1d = pytest.mark.skipif("r2plus1d_18" not in list_models(), reason="r2plus1d_18 not registered yet")
+
+
+@needs_r2plus1d
+def test_flops_command_json(capsys):
+    out = run_command(["flops", "r2plus1d_18"], capsys)
+    assert out["model"] == "r2plus1d_18" and out["input_shape"] == [1, 3, 16, 112, 112]
+    assert out["gmacs"] == pytest.approx(40.519, rel=1e-4) and out["params"] == 31_505_325
+    small = run_command(["flops", "r2plus1d_18", "--frames", "8", "--size", "80", "--classes", "10"], capsys)
+    assert small["input_shape"] == [1, 3, 8, 80, 80] and small["params"] < out["params"]
+
+
+@needs_r2plus1d
+def test_flops_command_prices_a_reduction_sequence(capsys):
+    out = run_command(["flops", "r2plus1d_18", "--reduce", "s,t,c"], capsys)
+    steps = out["reduce"]
+    assert [s["operator"] for s in steps] == ["s", "t", "c"] and not any(s["pruned"] for s in steps)
+    assert [s["input_shape"] for s in steps] == [[1, 3, 16, 80, 80], [1, 3, 8, 80, 80], [1, 3, 8, 80, 80]]
+    assert steps[-1]["factors"] == pytest.approx({"s": 1.4, "t": 2.0, "f": 1.0, "c": 1.4, "l": 1.0})
+    assert steps[-1]["spec"]["width_mult"] == pytest.approx(1 / 1.4)
+    gmacs = [out["gmacs"]] + [s["gmacs"] for s in steps]
+    for before, after in zip(gmacs, gmacs[1:]):
+        assert 0.45 < after / before < 0.56  # every PAS step roughly halves the cost
+    pruned = run_command(["flops", "r2plus1d_18", "--reduce", "l,l"], capsys)["reduce"][1]
+    assert pruned["pruned"] and "no layer left" in pruned["reason"]
+
+
+@needs_r2plus1d
+def test_flops_command_reads_a_checkpoint_sidecar(tmp_path, capsys):
+    spec = default_spec("r2plus1d_18", num_frames=8, num_classes=10)
+    (tmp_path / "run.json").write_text(json.dumps({"spec": spec.to_dict()}))
+    out = run_command(["flops", str(tmp_path / "run.safetensors")], capsys)
+    assert out["input_shape"] == [1, 3, 8, 112, 112] and out["spec"]["num_classes"] == 10
+    with pytest.raises(CheckpointError, match="other.json"):
+        run_command(["flops", str(tmp_path / "other.safetensors")], capsys)
+
+
+def test_models_command_lists_every_registered_model(capsys):
+    rows = run_command(["models"], capsys)["models"]
+    assert [row["name"] for row in rows] == list_models()
+    assert all(row["gmacs"] > 0 and row["params"] > 0 and len(row["input_shape"]) == 5 for row in rows)
+    by_name = {row["name"]: row for row in rows}
+    if "r2plus1d_18" in by_name:
+        assert by_name["r2plus1d_18"]["input_shape"] == [1, 3, 16, 112, 112]
+        assert by_name["r2plus1d_18"]["gmacs"] == pytest.approx(40.519, rel=1e-4)

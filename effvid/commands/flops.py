@@ -1,0 +1,108 @@
+"""``effvid flops MODEL_OR_CHECKPOINT``: GMACs per view and parameters, optionally per layer and
+after a sequence of PAS reduction operators (``--reduce s,t,c``).
+
+A checkpoint is ``<name>.safetensors`` with a ``<name>.json`` sidecar holding the ArchSpec under
+``"spec"``; only the sidecar is read (the cost does not depend on the weights).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from effvid.commands import print_json
+from effvid.errors import CheckpointError
+from effvid.models.spec import ArchSpec
+
+_OVERRIDES = {"frames": "num_frames", "size": "crop_size", "classes": "num_classes", "width": "width_mult", "depth": "depth_mult"}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "flops",
+        help="GMACs per view and parameters of a model or checkpoint",
+        description="GMACs of conv, linear and matmul per view (what papers call GFLOPs) at the stated input, "
+        "counted on the meta device, and parameters.",
+    )
+    parser.add_argument("model", metavar="MODEL_OR_CHECKPOINT", help="a registered model name, or a .safetensors/.json checkpoint")
+    parser.add_argument("--frames", type=int, help="clip frames T (fast-pathway frames for SlowFast; 1 for the per-frame cost of 2D models)")
+    parser.add_argument("--size", type=int, help="crop size S (input S x S)")
+    parser.add_argument("--classes", type=int, help="number of classes")
+    parser.add_argument("--width", type=float, help="width multiplier")
+    parser.add_argument("--depth", type=float, help="depth multiplier")
+    parser.add_argument("--per-layer", action="store_true", help="also list the cost of every layer")
+    parser.add_argument("--with-bn", action="store_true", help="count BatchNorm too (5 MACs per element, PyTorchVideo's convention)")
+    parser.add_argument("--reduce", metavar="OPS", help="comma-separated PAS operators from s,t,f,c,l; prints the cost after each step")
+    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from effvid.flops import count_spec, format_shape
+    from effvid.shrink.operators import Reduced, apply_sequence, parse_operators
+
+    overrides = {field: getattr(args, flag) for flag, field in _OVERRIDES.items() if getattr(args, flag) is not None}
+    spec = resolve_spec(args.model).replace(**overrides)
+    operators = parse_operators(args.reduce) if args.reduce else None
+    report = count_spec(spec, with_bn=args.with_bn, per_layer=args.per_layer)
+    out: dict[str, Any] = {**report.to_dict(), "spec": spec.to_dict()}
+    if operators is not None:
+        steps = []
+        for step, (operator, result) in enumerate(zip(operators, apply_sequence(spec, operators)), start=1):
+            row: dict[str, Any] = {"step": step, "operator": operator}
+            if isinstance(result, Reduced):
+                cost = count_spec(result.spec, with_bn=args.with_bn)
+                row.update(pruned=False, spec=_summary(result.spec), input_shape=list(cost.input_shape), gmacs=cost.gmacs,
+                           params=cost.params, ratio=cost.gmacs / report.gmacs, factors=dict(result.factors))
+            else:
+                row.update(pruned=True, reason=result.reason)
+            steps.append(row)
+        out["reduce"] = steps
+    if args.json:
+        print_json(out)
+        return 0
+    bn = " incl. BN" if args.with_bn else ""
+    print(f"{report.model}: {report.gmacs:.3f} GMACs{bn} per view at input {format_shape(report.input_shape)} (B,C,T,H,W), "
+          f"{report.params:,} params")
+    if args.per_layer:
+        width = max(len(row["module"]) for row in report.layers)
+        for row in report.layers:
+            print(f"  {row['module']:<{width}}  {row['op']:<12} {row['gmacs']:10.4f}")
+    if operators is not None:
+        print(f"{'step':>4} {'op':>2}  {'input (B,C,T,H,W)':<20} {'stride':>6} {'width':>6} {'depth':>6} {'GMACs':>9} {'ratio':>6} {'params':>12}")
+        for row in out["reduce"]:
+            if row["pruned"]:
+                print(f"{row['step']:>4} {row['operator']:>2}  pruned: {row['reason']}")
+                continue
+            s = row["spec"]
+            print(f"{row['step']:>4} {row['operator']:>2}  {format_shape(row['input_shape']):<20} {s['frame_stride']:>6} "
+                  f"{s['width_mult']:>6.3f} {s['depth_mult']:>6.3f} {row['gmacs']:>9.3f} {row['ratio']:>6.3f} {row['params']:>12,}")
+    return 0
+
+
+def resolve_spec(model_or_checkpoint: str) -> ArchSpec:
+    """The spec of a registered model name, or the one in a checkpoint's JSON sidecar."""
+    from effvid.models import default_spec, list_models
+
+    if model_or_checkpoint in list_models():
+        return default_spec(model_or_checkpoint)
+    path = Path(model_or_checkpoint)
+    if path.suffix not in (".safetensors", ".json") and not path.exists():
+        return default_spec(model_or_checkpoint)  # raises, listing the known models
+    sidecar = path.with_suffix(".json")
+    if not sidecar.is_file():
+        raise CheckpointError(f"{sidecar}: no such checkpoint sidecar (needed for the model's spec)")
+    try:
+        data = json.loads(sidecar.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{sidecar}: not a readable JSON sidecar ({err})") from None
+    if not isinstance(data, dict) or "spec" not in data:
+        raise CheckpointError(f"{sidecar}: no 'spec' key; not an effvid checkpoint sidecar")
+    return ArchSpec.from_dict(data["spec"])
+
+
+def _summary(spec: ArchSpec) -> dict[str, Any]:
+    keys = ("num_frames", "frame_stride", "crop_size", "width_mult", "depth_mult")
+    return {**{key: getattr(spec, key) for key in keys}, "clip_span": spec.clip_span}
