@@ -1,14 +1,13 @@
 """``effvid flops MODEL_OR_CHECKPOINT``: GMACs per view and parameters, optionally per layer and
 after a sequence of PAS reduction operators (``--reduce s,t,c``).
 
-A checkpoint is ``<name>.safetensors`` with a ``<name>.json`` sidecar holding the ArchSpec under
-``"spec"``; only the sidecar is read (the cost does not depend on the weights).
+A checkpoint (its stem or any of its files, see :mod:`effvid.engine.checkpoint`) is priced from
+the ArchSpec in its JSON sidecar; the weights are not read (the cost does not depend on them).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -84,23 +83,18 @@ def run(args: argparse.Namespace) -> int:
 
 def resolve_spec(model_or_checkpoint: str) -> ArchSpec:
     """The spec of a registered model name, or the one in a checkpoint's JSON sidecar."""
+    from effvid.engine.checkpoint import read_sidecar
     from effvid.models import default_spec, list_models
 
     if model_or_checkpoint in list_models():
         return default_spec(model_or_checkpoint)
     path = Path(model_or_checkpoint)
-    if path.suffix not in (".safetensors", ".json") and not path.exists():
+    if not (path.suffix in (".safetensors", ".json") or path.exists() or Path(f"{path}.json").exists()):
         return default_spec(model_or_checkpoint)  # raises, listing the known models
-    sidecar = path.with_suffix(".json")
-    if not sidecar.is_file():
-        raise CheckpointError(f"{sidecar}: no such checkpoint sidecar (needed for the model's spec)")
-    try:
-        data = json.loads(sidecar.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"{sidecar}: not a readable JSON sidecar ({err})") from None
-    if not isinstance(data, dict) or "spec" not in data:
-        raise CheckpointError(f"{sidecar}: no 'spec' key; not an effvid checkpoint sidecar")
-    return ArchSpec.from_dict(data["spec"])
+    meta = read_sidecar(path)
+    if not isinstance(meta.get("spec"), dict):
+        raise CheckpointError(f"{path}: the checkpoint's sidecar holds no model spec")
+    return ArchSpec.from_dict(meta["spec"])
 
 
 def _summary(spec: ArchSpec) -> dict[str, Any]:

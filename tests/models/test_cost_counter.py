@@ -11,6 +11,7 @@ from torch import nn
 
 from effvid.commands import flops as flops_command
 from effvid.commands import models as models_command
+from effvid.engine.checkpoint import save_checkpoint
 from effvid.errors import CheckpointError, ConfigError
 from effvid.flops import BN_MACS_PER_ELEMENT, count_cost, count_spec
 from effvid.models import default_spec, list_models
@@ -172,11 +173,14 @@ def test_flops_command_prices_a_reduction_sequence(capsys):
 @needs_r2plus1d
 def test_flops_command_reads_a_checkpoint_sidecar(tmp_path, capsys):
     spec = default_spec("r2plus1d_18", num_frames=8, num_classes=10)
-    (tmp_path / "run.json").write_text(json.dumps({"spec": spec.to_dict()}))
+    save_checkpoint(tmp_path / "run", model={"w": torch.zeros(1)}, spec=spec)
     out = run_command(["flops", str(tmp_path / "run.safetensors")], capsys)
     assert out["input_shape"] == [1, 3, 8, 112, 112] and out["spec"]["num_classes"] == 10
-    with pytest.raises(CheckpointError, match="other.json"):
+    assert run_command(["flops", str(tmp_path / "run"), "--size", "80"], capsys)["input_shape"] == [1, 3, 8, 80, 80]
+    with pytest.raises(CheckpointError, match="other"):
         run_command(["flops", str(tmp_path / "other.safetensors")], capsys)
+    with pytest.raises(ConfigError, match="known models"):
+        run_command(["flops", "no_such_model"], capsys)
 
 
 def test_models_command_lists_every_registered_model(capsys):
