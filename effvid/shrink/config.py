@@ -80,8 +80,8 @@ class RayConfig:
 class ShrinkConfig:
     """A whole PAS run (see the module docstring).
 
-    ``cost_tolerance``: Eq. (3) (highest top-1) selects when every hypothesis's cost ratio
-    C(h)/C(R_prev) is within this relative tolerance of their mean, Eq. (1) otherwise.
+    ``cost_tolerance``: Eq. (3) (highest top-1) selects when the hypotheses' cost ratios
+    C(h)/C(R_prev) agree (largest / smallest <= 1 + cost_tolerance), Eq. (1) otherwise.
     ``distill: false`` trains hypotheses with CE only and ``finetune: false`` starts every
     hypothesis from random weights (Table 4); ``distillation`` holds the KD settings (t, alpha,
     teacher BN mode, intermediate-feature terms: Tables 6 and 7); ``control: true`` trains each
