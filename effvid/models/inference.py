@@ -1,0 +1,50 @@
+"""Inference variants of a model and :func:`prepare_for_inference`, which picks the fastest.
+
+Variants (``benchmarks/model_speed.py`` measures all three on every registered model):
+
+* ``"eager"``: the model as built, in eval mode;
+* ``"channels_last"``: convolution weights in channels-last memory format (``channels_last``
+  for 4D weights of 2D frame models, ``channels_last_3d`` for 5D weights); inputs need no
+  change, the first convolution carries the format through the network;
+* ``"compile"``: ``torch.compile`` of the model (slow to build: minutes for a large model on
+  a small CPU, so it never is the default).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+Variant = Literal["eager", "channels_last", "compile"]
+VARIANTS: tuple[str, ...] = ("eager", "channels_last", "compile")
+
+DEFAULT_VARIANT: Variant = "channels_last"
+"""Fastest correct variant measured on this project's CPU (see the model_speed benchmark)."""
+
+
+def to_channels_last(model: nn.Module) -> nn.Module:
+    """``model`` with its 4D tensors in ``channels_last`` and 5D ones in ``channels_last_3d`` (in place)."""
+    formats = {4: torch.channels_last, 5: torch.channels_last_3d}
+    for tensor in (*model.parameters(), *model.buffers()):
+        if tensor.dim() in formats:
+            tensor.data = tensor.data.contiguous(memory_format=formats[tensor.dim()])
+    return model
+
+
+def prepare_for_inference(model: nn.Module, *, variant: Variant = DEFAULT_VARIANT) -> nn.Module:
+    """``model`` in eval mode, without gradients on its parameters, as the chosen ``variant``.
+
+    Outputs match the eager model's within floating-point tolerance. ``"eager"`` and
+    ``"channels_last"`` return the same module (changed in place); ``"compile"`` returns the
+    compiled wrapper, which shares its parameters with ``model``.
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown inference variant {variant!r}; choose from {', '.join(VARIANTS)}")
+    model.eval().requires_grad_(False)
+    if variant == "channels_last":
+        return to_channels_last(model)
+    if variant == "compile":
+        return torch.compile(model)
+    return model
