@@ -21,6 +21,10 @@ COMMANDS: dict[str, str] = {
     "data": "data",
     "models": "models",
     "flops": "flops",
+    "train": "train",
+    "eval": "eval",
+    "predict": "predict",
+    "demo": "demo",
     "shrink": "shrink",
 }
 

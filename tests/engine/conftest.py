@@ -1,0 +1,59 @@
+"""Fixtures for the trainer, evaluation and CLI tests: a micro SynthActions set and tiny configs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from effvid.data.synthetic import SynthPreset, generate
+
+# R(2+1)D-18 at width 1/4, depth 1/2 (one block per stage), 4 frames of 32x32: about 6 MMACs.
+TINY_MODEL = {"name": "r2plus1d_18", "num_frames": 4, "frame_stride": 2, "crop_size": 32, "width_mult": 0.25,
+              "depth_mult": 0.5, "train_resize": [32, 32], "test_resize": 32}
+
+
+@pytest.fixture(scope="session")
+def synth_micro(tmp_path_factory: pytest.TempPathFactory):
+    """SynthActions with 3 videos per class (32 train, 16 val) of 32x32 pixels and 16-20 frames."""
+    preset = SynthPreset("micro", videos_per_class=3, size=32, min_frames=16, max_frames=20)
+    return generate(tmp_path_factory.mktemp("synth-micro"), preset=preset, seed=0, workers=2)
+
+
+@pytest.fixture
+def subset_annotation(synth_micro, tmp_path: Path) -> Callable[[int], Path]:
+    """Factory: an mmaction list of the first ``n`` training videos of :func:`synth_micro`."""
+
+    def make(n: int, name: str = "subset.txt") -> Path:
+        root = synth_micro.root
+        lines = synth_micro.annotations["train"].read_text().splitlines()[:n]
+        path = tmp_path / name
+        path.write_text("".join(f"{root / line.split()[0]} {line.split()[1]}\n" for line in lines))
+        return path
+
+    return make
+
+
+def _merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in changes.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+@pytest.fixture
+def write_config(tmp_path: Path) -> Callable[..., Path]:
+    """Factory: a training YAML for the tiny model (``changes`` merged in, nested dicts merged) and its path."""
+
+    def make(train: Path, val: Path | None = None, *, name: str = "config.yaml", **changes: Any) -> Path:
+        cfg = {"run_dir": str(tmp_path / "run"), "epochs": 2, "batch_size": 4, "model": dict(TINY_MODEL),
+               "data": {"train": str(train), "val": str(val) if val else None, "num_workers": 0},
+               "optim": {"name": "adamw", "lr": 0.003, "weight_decay": 0.0}, "log_every": 1}
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(_merge(cfg, changes)))
+        return path
+
+    return make
