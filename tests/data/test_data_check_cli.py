@@ -9,7 +9,7 @@ from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
-from conftest import index_frame
+from videotools import index_frame
 from PIL import Image
 
 from effvid.cli import main

@@ -8,7 +8,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from conftest import decode_index, index_frame
+from videotools import decode_index, index_frame
 from PIL import Image
 
 from effvid.data.decode import FRAME_FOLDER_FPS, open_video, probe_video

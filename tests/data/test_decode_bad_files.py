@@ -9,7 +9,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from conftest import decode_index
+from videotools import decode_index
 
 from effvid.data.check import check_video
 from effvid.data.decode import open_video

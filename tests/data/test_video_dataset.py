@@ -7,7 +7,7 @@ import logging
 import numpy as np
 import pytest
 import torch
-from conftest import decode_index
+from videotools import decode_index
 from torch.utils.data import DataLoader, DistributedSampler
 
 from effvid.data.annotations import Annotation, VideoRecord

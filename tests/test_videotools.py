@@ -1,4 +1,4 @@
-from conftest import decode_index, index_frame
+from videotools import decode_index, index_frame
 
 
 def test_index_frames_round_trip_through_h264(make_index_video):
