@@ -77,13 +77,15 @@ class DataConfig:
     """Training and validation annotations and how to read them.
 
     ``val_views`` is ``[K, C]``: K temporal clips x C spatial crops per validation video.
-    ``root`` joins relative video paths (default: the annotation's folder).
+    ``root`` joins relative video paths (default: the annotation's folder). ``classes`` is a
+    class-names file (default: ``classes.txt`` beside the annotation, if any).
     """
 
     train: str
     val: str | None = None
     root: str | None = None
     format: str = "auto"
+    classes: str | None = None
     backend: str = "pyav"
     on_error: Literal["raise", "skip"] = "raise"
     num_workers: int = 2

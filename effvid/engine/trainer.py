@@ -139,8 +139,10 @@ class _Run:
 
         cfg, data = self.cfg, self.cfg.data
         seed_everything(cfg.seed, self.dist.rank)
-        self.train_ann = load_annotations(data.train, root=data.root, format=data.format, subset="train")
-        self.val_ann = (load_annotations(data.val, root=data.root, format=data.format, subset="test")
+        self.train_ann = load_annotations(data.train, root=data.root, format=data.format, subset="train",
+                                          classes=data.classes)
+        self.val_ann = (load_annotations(data.val, root=data.root, format=data.format, subset="test",
+                                         classes=data.classes)
                         if data.val is not None else None)
         self.spec = cfg.model.to_spec(len(self.train_ann.class_names))
         self.model = create_from_spec(self.spec)
@@ -338,6 +340,7 @@ class _Run:
                 self.scaler.update()
             else:
                 self.optimizer.step()
+            self.last_lr = self.optimizer.param_groups[0]["lr"]
             self.scheduler.step()
             self.global_step += 1
             batch_size = targets.shape[0]
@@ -348,7 +351,7 @@ class _Run:
             if self.writer is not None and self.global_step % cfg.log_every == 0:
                 for name, value in values.items():
                     self.writer.add_scalar(f"train_step/{name}", float(value), self.global_step)
-                self.writer.add_scalar("train_step/lr", self.optimizer.param_groups[0]["lr"], self.global_step)
+                self.writer.add_scalar("train_step/lr", self.last_lr, self.global_step)
         means = {name: float(all_reduce_mean(torch.tensor(total / max(count, 1), dtype=torch.float64)))
                  for name, total in sums.items()}
         return means, int(all_reduce_sum(skipped))
@@ -387,7 +390,8 @@ class _Run:
             "class_names": self.train_ann.class_names,
             "transforms": {"backend": data.backend, "target_fps": data.target_fps, "flip": data.flip,
                            "val_views": list(data.val_views)},
-            "extra": {"data": {"train": data.train, "val": data.val, "root": data.root, "format": data.format},
+            "extra": {"data": {"train": data.train, "val": data.val, "root": data.root, "format": data.format,
+                               "classes": data.classes},
                       "run_dir": str(self.run_dir), "config": to_dict(self.cfg)},
         }
 
@@ -400,7 +404,7 @@ class _Run:
             self.best_metrics = {k: v for k, v in val.items() if isinstance(v, (int, float))} | {"epoch": done}
         stem = ckpt.epoch_stem(self.run_dir, done)
         if self.main:
-            lr = self.optimizer.param_groups[0]["lr"]
+            lr = self.last_lr
             record = {"epoch": done, "stage": self.stages[stage_index].name, "lr": lr, "train": losses,
                       "loss_weights": self.composer.weights(float(epoch)), "val": val, "skipped": skipped,
                       "time_s": round(seconds, 3), "global_step": self.global_step}

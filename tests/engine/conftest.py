@@ -25,12 +25,13 @@ def synth_micro(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture
 def subset_annotation(synth_micro, tmp_path: Path) -> Callable[[int], Path]:
-    """Factory: an mmaction list of the first ``n`` training videos of :func:`synth_micro`."""
+    """Factory: an mmaction list of the first ``n`` training videos of :func:`synth_micro` (all 16 classes named)."""
 
     def make(n: int, name: str = "subset.txt") -> Path:
         root = synth_micro.root
         lines = synth_micro.annotations["train"].read_text().splitlines()[:n]
         path = tmp_path / name
+        (tmp_path / "classes.txt").write_text(synth_micro.classes_file.read_text())
         path.write_text("".join(f"{root / line.split()[0]} {line.split()[1]}\n" for line in lines))
         return path
 
