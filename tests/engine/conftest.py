@@ -10,10 +10,22 @@ import pytest
 import yaml
 
 from effvid.data.synthetic import SynthPreset, generate
+from effvid.models.spec import ArchSpec
 
 # R(2+1)D-18 at width 1/4, depth 1/2 (one block per stage), 4 frames of 32x32: about 6 MMACs.
 TINY_MODEL = {"name": "r2plus1d_18", "num_frames": 4, "frame_stride": 2, "crop_size": 32, "width_mult": 0.25,
               "depth_mult": 0.5, "train_resize": [32, 32], "test_resize": 32}
+
+
+@pytest.fixture
+def tiny_spec() -> Callable[[int], ArchSpec]:
+    """Factory: the ArchSpec of the tiny model with ``num_classes`` classes."""
+
+    def make(num_classes: int = 16) -> ArchSpec:
+        fields = {k: tuple(v) if isinstance(v, list) else v for k, v in TINY_MODEL.items()}
+        return ArchSpec(num_classes=num_classes, **fields)
+
+    return make
 
 
 @pytest.fixture(scope="session")

@@ -14,20 +14,12 @@ from effvid.data.dataset import VideoDataset
 from effvid.engine import checkpoint as ckpt
 from effvid.engine.evaluate import evaluate
 from effvid.models import create_from_spec
-from effvid.models.spec import ArchSpec
-
-from conftest import TINY_MODEL
 
 FAVOURITE = 3  # the constant model always ranks classes 3, 4, 5, 6, 7 first
 
 
-def tiny_spec(num_classes: int = 16) -> ArchSpec:
-    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in TINY_MODEL.items()}
-    return ArchSpec(num_classes=num_classes, **fields)
-
-
 @pytest.fixture
-def constant_checkpoint(synth_micro, tmp_path):
+def constant_checkpoint(synth_micro, tiny_spec, tmp_path):
     """A checkpoint whose logits ignore the input: fc weight 0, bias falling from class 3 (3, 4, ..., 15, 0, 1, 2)."""
     model = create_from_spec(tiny_spec())
     with torch.no_grad():
@@ -39,7 +31,7 @@ def constant_checkpoint(synth_micro, tmp_path):
     return stem
 
 
-def test_known_case_metrics(constant_checkpoint, synth_micro):
+def test_known_case_metrics(constant_checkpoint, synth_micro, tiny_spec):
     result = evaluate(constant_checkpoint, synth_micro.annotations["val"], num_workers=0, views=(2, 1))
     labels = [r.label for r in load_annotations(synth_micro.annotations["val"]).records]
     n = len(labels)
@@ -53,7 +45,7 @@ def test_known_case_metrics(constant_checkpoint, synth_micro):
     assert result.params == sum(p.numel() for p in create_from_spec(tiny_spec()).parameters())
 
 
-def test_multiview_probabilities_are_view_averages(synth_micro):
+def test_multiview_probabilities_are_view_averages(synth_micro, tiny_spec):
     torch.manual_seed(1)
     model = create_from_spec(tiny_spec()).eval()
     annotation = load_annotations(synth_micro.annotations["val"])
