@@ -14,7 +14,6 @@ from effvid.flops import count_spec
 from effvid.models import ArchSpec, list_models, round_channels, round_depth
 from effvid.models.registry import default_spec, register_model
 from effvid.shrink.operators import (
-    DEFAULT_GAMMAS,
     Pruned,
     Reduced,
     apply_operator,

@@ -46,7 +46,6 @@ from effvid.engine.distributed import (
     init_distributed,
     seed_everything,
     teardown,
-    unwrap_model,
 )
 from effvid.engine.losses import (
     FeatureDistillation,

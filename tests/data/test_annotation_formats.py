@@ -68,7 +68,7 @@ def test_explicit_classes_file_or_names_win(tmp_path):
 def test_label_beyond_the_class_names_names_file_and_line(tmp_path):
     write(tmp_path / "classes.txt", "walk\nrun\n")
     ann = write(tmp_path / "train.txt", "a.mp4 1\nb.mp4 5\n")
-    with pytest.raises(AnnotationError, match=rf"train\.txt:2: label 5 is out of range for 2 classes"):
+    with pytest.raises(AnnotationError, match=r"train\.txt:2: label 5 is out of range for 2 classes"):
         load_annotations(ann)
 
 

@@ -13,15 +13,6 @@ fvcore_nn = pytest.importorskip("fvcore.nn")
 CONV_LINEAR_MATMUL = {"conv", "linear", "addmm", "matmul", "bmm", "einsum", "mm"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny convolutions run many times faster on one thread on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("name", list_models())
 def test_fvcore_counts_the_same_conv_linear_matmul_macs(name):
     entry = get_entry(name)

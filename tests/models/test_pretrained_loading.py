@@ -32,14 +32,6 @@ RES_LEAVES = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def to_pyslowfast(key: str) -> str:
     module, tensor = key.rsplit(".", 1)
     fixed = {

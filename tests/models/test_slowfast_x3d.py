@@ -18,15 +18,6 @@ SLOWFAST = ("slowfast_4x16_r50", "slowfast_8x8_r50")
 X3D = ("x3d_xs", "x3d_s", "x3d_m", "x3d_l")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny convolutions run fastest single-threaded on the shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @functools.cache
 def meta_model(name: str, **overrides) -> nn.Module:
     with torch.device("meta"):
