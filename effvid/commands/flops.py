@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from effvid.commands import print_json
 from effvid.errors import CheckpointError
-from effvid.models.spec import ArchSpec
+
+if TYPE_CHECKING:
+    from effvid.models.spec import ArchSpec
 
 _OVERRIDES = {"frames": "num_frames", "size": "crop_size", "classes": "num_classes", "width": "width_mult", "depth": "depth_mult"}
 
@@ -94,6 +96,8 @@ def resolve_spec(model_or_checkpoint: str) -> ArchSpec:
     meta = read_sidecar(path)
     if not isinstance(meta.get("spec"), dict):
         raise CheckpointError(f"{path}: the checkpoint's sidecar holds no model spec")
+    from effvid.models.spec import ArchSpec
+
     return ArchSpec.from_dict(meta["spec"])
 
 

@@ -1,7 +1,8 @@
 """Backbones: registered families built from an :class:`~effvid.models.spec.ArchSpec`.
 
 Importing this package registers every family. Public API: :func:`create`,
-:func:`create_from_spec`, :func:`list_models`, :func:`default_spec`, :class:`ArchSpec`.
+:func:`create_from_spec`, :func:`list_models`, :func:`default_spec`, :class:`ArchSpec`,
+:func:`load_pretrained`, :func:`prepare_for_inference`.
 """
 
 from effvid.models.registry import create, create_from_spec, default_spec, get_entry, list_models
@@ -17,6 +18,7 @@ from effvid.models import temporal  # noqa: F401
 from effvid.models import slowfast  # noqa: F401
 from effvid.models import x3d  # noqa: F401
 from effvid.models.pretrained import LoadReport, load_pretrained  # noqa: E402
+from effvid.models.inference import prepare_for_inference  # noqa: E402
 
 __all__ = [
     "ArchSpec",
@@ -27,6 +29,7 @@ __all__ = [
     "list_models",
     "load_pretrained",
     "LoadReport",
+    "prepare_for_inference",
     "round_channels",
     "round_depth",
 ]

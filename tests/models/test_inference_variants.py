@@ -1,0 +1,27 @@
+"""prepare_for_inference: the default variant is in eval mode, frozen, and computes what eager does."""
+
+import pytest
+import torch
+
+from effvid.models import create, prepare_for_inference
+from effvid.models.inference import VARIANTS
+
+
+@pytest.mark.parametrize("name", ["r2plus1d_18", "resnet18", "x3d_xs"])
+@pytest.mark.parametrize("variant", [v for v in VARIANTS if v != "compile"])
+def test_variant_matches_eager_and_is_frozen(name, variant):
+    model = create(name, num_classes=5, width_mult=0.25, num_frames=4, crop_size=32).eval()
+    clip = torch.randn(2, 3, 4, 32, 32)
+    with torch.no_grad():
+        expected = model(clip)
+    prepared = prepare_for_inference(model, variant=variant)
+    assert not prepared.training
+    assert not any(p.requires_grad for p in prepared.parameters())
+    with torch.no_grad():
+        torch.testing.assert_close(prepared(clip), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_default_variant_is_one_of_the_measured_ones():
+    from effvid.models.inference import DEFAULT_VARIANT
+
+    assert DEFAULT_VARIANT in VARIANTS
