@@ -1,4 +1,4 @@
-"""``effvid demo``: generate SynthActions, train and evaluate a base R(2+1)D on this CPU, write a report."""
+"""``effvid demo``: generate SynthActions, train and evaluate a base R(2+1)D on this CPU, shrink it with PAS, report."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ import argparse
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "demo",
-        help="SynthActions -> train a base R(2+1)D -> evaluate -> report.md",
+        help="SynthActions -> train a base R(2+1)D -> evaluate -> PAS -> report.md",
         description="Generate SynthActions if missing, train a small base R(2+1)D on this CPU, evaluate it on the "
-        "validation split, write report.md (table and plot) and print the table. Running it again reuses "
-        "the data and the finished (or interrupted) training run.",
+        "validation split, shrink it with PAS (small: 3 iterations, tiny: 2), write report.md (tables and "
+        "plots) and print the tables. Running it again reuses the data, the finished (or interrupted) training "
+        "run and the PAS ledger.",
     )
     parser.add_argument("--preset", choices=("tiny", "small"), default="small",
                         help="small: about 10 minutes on 2 cores (default); tiny: about 2 minutes")

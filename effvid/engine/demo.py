@@ -1,4 +1,4 @@
-"""``effvid demo``: SynthActions, a base R(2+1)D trained on this CPU, its evaluation, and a report.
+"""``effvid demo``: SynthActions, a base R(2+1)D trained on this CPU, its evaluation, PAS, and a report.
 
 The demo is a chain of stages, one function each, all writing under one output folder:
 
@@ -6,9 +6,9 @@ The demo is a chain of stages, one function each, all writing under one output f
 2. :func:`stage_train_base` trains the base network from ``configs/demo/r2plus1d_synth_<preset>.yaml``
    (resumes, or returns at once, if the run folder already holds it);
 3. :func:`stage_evaluate` evaluates the best checkpoint on the validation split;
-4. :func:`write_report` writes ``report.md`` (table and plot) and returns the table.
-
-Later stages (PAS) take the :class:`DemoContext` and add their rows and files to it.
+4. :func:`stage_pas` shrinks the base with PAS (:data:`PAS_ITERATIONS` iterations, resumable like
+   ``effvid shrink``) into ``OUT/pas`` and keeps its summary (Table-1-style table, ledger path);
+5. :func:`write_report` writes ``report.md`` (tables and plots) and returns the printed tables.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from typing import Any
 from effvid.errors import EffvidError
 
 PRESETS = ("tiny", "small")
+PAS_ITERATIONS = {"tiny": 2, "small": 3}
+"""How many PAS iterations the demo runs after the base, per preset."""
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "demo"
 TABLE_COLUMNS = [("model", "model"), ("video_top1", "top-1"), ("video_top5", "top-5"),
                  ("gmacs_per_view", "GMACs/view"), ("views", "views"), ("gmacs_per_video", "GMACs/video"),
@@ -36,8 +38,10 @@ class DemoContext:
     data_dir: Path
     progress: bool | None = None
     manifest: Any = None
+    base_config: Any = None  # TrainConfig of the base network
     base: Any = None  # TrainResult of the base network
     rows: list[dict[str, Any]] = field(default_factory=list)  # one table row per evaluated model
+    pas: dict[str, Any] | None = None  # the PAS run's summary (run_demo_stage)
     plots: list[Path] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -74,6 +78,7 @@ def stage_train_base(ctx: DemoContext) -> None:
                  f"data.val={ctx.manifest.annotations['val']}"]
     cfg = load_train_config(demo_config_path(ctx.preset), overrides)
     info(f"demo: training the base {cfg.model.name} ({cfg.epochs} epochs) in {cfg.run_dir}")
+    ctx.base_config = cfg
     ctx.base = train(cfg, progress=ctx.progress)
     ctx.timings["train_s"] = time.time() - start
 
@@ -93,8 +98,25 @@ def stage_evaluate(ctx: DemoContext) -> None:
     ctx.timings["eval_s"] = time.time() - start
 
 
+def stage_pas(ctx: DemoContext) -> None:
+    """Shrink the base's best checkpoint with PAS on the same data; keep the summary and its plot."""
+    from effvid.commands import info
+    from effvid.shrink.demo_stage import run_demo_stage
+
+    start = time.time()
+    iterations = PAS_ITERATIONS[ctx.preset]
+    info(f"demo: PAS, {iterations} iterations, in {ctx.out_dir / 'pas'}")
+    cfg = ctx.base_config
+    data = {"train": str(ctx.manifest.annotations["train"]), "val": str(ctx.manifest.annotations["val"]),
+            "num_workers": 0, "val_views": list(cfg.data.val_views), "val_batch_size": cfg.data.val_batch_size}
+    ctx.pas = run_demo_stage(ctx.base.best_checkpoint or ctx.base.last_checkpoint, data, ctx.out_dir / "pas",
+                             iterations=iterations, preset=ctx.preset)
+    ctx.plots.append(Path(ctx.pas["plot"]))
+    ctx.timings["pas_s"] = time.time() - start
+
+
 def write_report(ctx: DemoContext) -> str:
-    """Write ``report.md`` with the results table and the training-curve plot; returns the table."""
+    """Write ``report.md`` with the results tables and the plots; returns the tables (markdown)."""
     from effvid.report.plots import plot_training_curves, read_metrics
     from effvid.report.tables import markdown_table
 
@@ -102,6 +124,10 @@ def write_report(ctx: DemoContext) -> str:
                                   ctx.out_dir / "base_training.png", title="base R(2+1)D")
     ctx.plots.insert(0, curves)
     table = markdown_table(ctx.rows, TABLE_COLUMNS)
+    if ctx.pas is not None:
+        sequence = ", ".join(f"epsilon_{op}" for op in ctx.pas["sequence"]) or "(none)"
+        table += (f"\n\nPAS from the base ({len(ctx.pas['iterations'])} iterations, selected [{sequence}]):\n\n"
+                  + ctx.pas["table_markdown"])
     total = sum(ctx.timings.values())
     lines = [f"# effvid demo ({ctx.preset})", "",
              f"SynthActions-{ctx.preset} ({ctx.manifest.counts['train']} training, {ctx.manifest.counts['val']} "
@@ -109,28 +135,38 @@ def write_report(ctx: DemoContext) -> str:
              table, "",
              "GMACs are multiply-accumulates of conv, linear and matmul per view at the input shape "
              f"{'x'.join(map(str, ctx.rows[0]['input_shape']))}; clips/s is the measured forward throughput "
-             "on this machine.", "",
-             "Wall time: " + ", ".join(f"{k[:-2]} {v:.0f}s" for k, v in ctx.timings.items()) + f" (total {total:.0f}s).", ""]
-    lines += [f"![{p.stem}]({p.name})" for p in ctx.plots]
+             "on this machine.", ""]
+    if ctx.pas is not None:
+        lines += [f"PAS: accuracy in percent, CPU latency at batch 1; every hypothesis in `{ctx.pas['report']}`, "
+                  f"the ledger in `{ctx.pas['ledger']}`.", ""]
+    lines += ["Wall time: " + ", ".join(f"{k[:-2]} {v:.0f}s" for k, v in ctx.timings.items()) + f" (total {total:.0f}s).", ""]
+    lines += [f"![{p.stem}]({p.relative_to(ctx.out_dir).as_posix()})" for p in ctx.plots]
     (ctx.out_dir / "report.md").write_text("\n".join(lines) + "\n")
     return table
 
 
 def summary(ctx: DemoContext) -> dict[str, Any]:
-    """The ``--json`` summary: metrics, checkpoints, report and timings."""
+    """The ``--json`` summary: metrics, checkpoints, report, the PAS results (``pas``) and timings."""
     return {"preset": ctx.preset, "out_dir": str(ctx.out_dir), "data_dir": str(ctx.data_dir),
             "report": str(ctx.out_dir / "report.md"), "base": ctx.base.to_dict(), "rows": ctx.rows,
-            "plots": [str(p) for p in ctx.plots], "timings_s": ctx.timings}
+            "pas": _pas_summary(ctx.pas), "plots": [str(p) for p in ctx.plots], "timings_s": ctx.timings}
+
+
+def _pas_summary(pas: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The PAS part of the ``--json`` summary: ledger, report, selected sequence, table rows, every iteration."""
+    if pas is None:
+        return None
+    return {key: pas[key] for key in ("ledger", "report", "run_dir", "sequence", "table", "iterations")}
 
 
 def run_demo(preset: str = "small", out_dir: str | Path | None = None, *, data_dir: str | Path | None = None,
              progress: bool | None = None) -> tuple[DemoContext, str]:
-    """Run every demo stage; returns the context and the results table (markdown)."""
+    """Run every demo stage; returns the context and the results tables (markdown)."""
     demo_config_path(preset)
     out = Path(out_dir) if out_dir is not None else Path("runs") / f"demo-{preset}"
     data = Path(data_dir) if data_dir is not None else Path("data") / f"synthactions-{preset}"
     out.mkdir(parents=True, exist_ok=True)
     ctx = DemoContext(preset=preset, out_dir=out, data_dir=data, progress=progress)
-    for stage in (stage_data, stage_train_base, stage_evaluate):
+    for stage in (stage_data, stage_train_base, stage_evaluate, stage_pas):
         stage(ctx)
     return ctx, write_report(ctx)

@@ -11,7 +11,7 @@ from effvid.commands import info
 DEMO_RECIPES: dict[str, dict[str, Any]] = {
     "tiny": {"epochs": 1, "batch_size": 8, "max_steps_per_epoch": 4, "device": "cpu",
              "optim": {"lr": 0.05}, "schedule": {"decay": "constant"}},
-    "small": {"epochs": 2, "batch_size": 16, "max_steps_per_epoch": 20, "device": "cpu",
+    "small": {"epochs": 1, "batch_size": 16, "max_steps_per_epoch": 25, "device": "cpu",
               "optim": {"lr": 0.05}, "schedule": {"decay": "cosine"}},
 }
 """The per-hypothesis training recipe for each SynthActions preset (sized for 2 CPU cores)."""
