@@ -1,6 +1,6 @@
-"""``effvid demo --preset tiny`` end to end: data, base training, evaluation, report, JSON summary.
+"""``effvid demo --preset tiny`` end to end: data, base training, evaluation, PAS, report, JSON summary.
 
-Not skipped or marked slow: `make test` runs it (about 1-2 minutes on 2 cores).
+Not skipped or marked slow: `make test` runs it (about 1 minute on 2 cores).
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ import json
 
 from effvid.cli import main
 from effvid.engine import checkpoint as ckpt
+from effvid.shrink.ledger import Ledger
 
 
 def test_demo_tiny_end_to_end(tmp_path, capsys):
@@ -25,3 +26,15 @@ def test_demo_tiny_end_to_end(tmp_path, capsys):
     report = (out / "report.md").read_text()
     assert "| base R(2+1)D |" in report and "![base_training](base_training.png)" in report
     assert (out / "base_training.png").read_bytes()[:4] == b"\x89PNG"
+    pas = summary["pas"]
+    assert len(pas["iterations"]) == 2 and len(pas["sequence"]) == 2
+    assert [r["model"] for r in pas["table"]] == ["r2plus1d_18", "r2plus1d_18-PAS-1", "r2plus1d_18-PAS-2"]
+    gmacs = [r["gmacs"] for r in pas["table"]]
+    assert gmacs[0] > gmacs[1] > gmacs[2] > 0
+    for iteration in pas["iterations"]:
+        assert iteration["selected"] in {h["id"] for h in iteration["hypotheses"] if h["status"] == "done"}
+    ledger = Ledger.in_run_dir(out / "pas")
+    assert str(ledger.path) == pas["ledger"] and [s["id"] for s in ledger.selections] == [
+        it["selected"] for it in pas["iterations"]]
+    assert "pas_s" in summary["timings_s"] and "r2plus1d_18-PAS-2" in report
+    assert "![accuracy_vs_gmacs](pas/accuracy_vs_gmacs.png)" in report
