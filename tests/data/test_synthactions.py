@@ -20,7 +20,11 @@ from effvid.data.video_writer import write_video
 from effvid.errors import EffvidError
 
 TINY = PRESETS["tiny"]
-CODEC_TOLERANCE = 1.5  # mean absolute difference, in 8-bit levels
+# Mean absolute difference, in 8-bit levels, between two encodings of the same frames. libx264
+# (threads=1) is not byte-reproducible here: now and then a re-encode of a 32-pixel video picks
+# other frame types, up to 1.9 levels apart on average (seen in a full suite run).
+CODEC_TOLERANCE = 3.0
+OTHER_SEED_DISTANCE = 30.0  # two seeds' renders differ by 35-90 levels
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +41,7 @@ def _decode(path: Path, fmt: str = "rgb24") -> np.ndarray:
 
 
 def _codec_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean absolute pixel difference. libx264 is not bit-exact across runs on 32-pixel frames
-    (a few pixels of a few frames differ), so equal videos are compared within a tolerance."""
+    """Mean absolute pixel difference; equal videos are compared within ``CODEC_TOLERANCE``."""
     assert a.shape == b.shape
     return float(np.abs(a.astype(np.float32) - b.astype(np.float32)).mean())
 
@@ -111,7 +114,8 @@ def test_same_seed_same_pixels_other_seed_other_labels_and_pixels(tiny, tmp_path
     assert [j.label for j in plan(TINY, 0)] != [j.label for j in plan(TINY, 1)]
     ours, other = render_job(TINY, 0, "test", 3, label), render_job(TINY, 1, "test", 3, label)
     frames = min(len(ours), len(other))
-    assert _codec_distance(ours[:frames], other[:frames]) > 10 * CODEC_TOLERANCE
+    assert np.array_equal(ours, render_job(TINY, 0, "test", 3, label))
+    assert _codec_distance(ours[:frames], other[:frames]) > OTHER_SEED_DISTANCE
 
 
 def test_folder_with_another_seed_is_refused(tiny, capsys):
