@@ -1,7 +1,8 @@
 """PAS benchmark on SynthActions-small (writes JSON; not a test).
 
-Runs PAS from ``configs/pas/synth_small.yaml`` (a small R(2+1)D-18 trained first, then 3
-iterations of all five operators, with the without-PAS control) and reports:
+Runs PAS from ``configs/pas/synth_small.yaml`` (the demo's small R(2+1)D-18 trained first, or
+an already trained base given with ``--base``, then 3 iterations of all five operators, with the
+without-PAS control) and reports:
 
 1. the selected sequence with GMACs per view at every step and the ratio to the previous step;
 2. PAS against the without-PAS control (same architecture, CE from scratch) at every iteration;
@@ -10,7 +11,8 @@ iterations of all five operators, with the without-PAS control) and reports:
 Expected (issue 5), reported either way: GMACs roughly halve per step, PAS beats the control
 from iteration 2, latency falls with GMACs (PAS-3 at least 4x faster than the base).
 
-    nice .venv/bin/python benchmarks/pas_synth.py [--data data/bench] [--out benchmarks/results/pas_synth.json] [key=value ...]
+    nice .venv/bin/python benchmarks/pas_synth.py [--data data/bench] [--base runs/demo-small/base/checkpoints/best] \
+        [--out benchmarks/results/pas_synth.json] [key=value ...]
 
 ``key=value`` arguments override the PAS config (e.g. ``train.epochs=1 iterations=2``); the run
 directory resumes like ``effvid shrink``.
@@ -35,13 +37,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=Path("data/bench"), help="cache for SynthActions-small")
     parser.add_argument("--run-dir", type=Path, default=Path("runs/bench-pas-synth-small"))
+    parser.add_argument("--base", type=Path, help="a trained base checkpoint (e.g. the demo's) instead of training one")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/pas_synth.json"))
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_args()
 
     manifest = ensure_synthactions(args.data / "synthactions-small", "small")
+    reuse = ["base.model=null", "base.train=null", f"base.checkpoint={args.base}"] if args.base else []
     cfg = load_shrink_config(CONFIG, [f"run_dir={args.run_dir}", f"data.train={manifest.annotations['train']}",
-                                      f"data.val={manifest.annotations['val']}", "control=true", *args.overrides])
+                                      f"data.val={manifest.annotations['val']}", "control=true", *reuse,
+                                      *args.overrides])
     start = time.perf_counter()
     summary = run_search(cfg)
     seconds = time.perf_counter() - start
@@ -59,7 +64,8 @@ def main() -> None:
                       "speedup_vs_base": base["latency_ms"] / row["latency_ms"] if row["latency_ms"] else None})
     result = {
         "benchmark": "pas_synth", "machine": {"platform": platform.platform(), "processor": platform.processor()},
-        "config": str(CONFIG), "overrides": args.overrides, "run_dir": str(args.run_dir), "wall_time_s": seconds,
+        "config": str(CONFIG), "base_checkpoint": str(args.base) if args.base else None,
+        "overrides": args.overrides, "run_dir": str(args.run_dir), "wall_time_s": seconds,
         "base": {k: base[k] for k in ("model", "top1", "top5", "gmacs", "params", "latency_ms")},
         "sequence": summary["sequence"], "steps": steps,
         "expectations": {
