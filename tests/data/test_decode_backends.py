@@ -12,6 +12,7 @@ from videotools import decode_index, index_frame
 from PIL import Image
 
 from effvid.data.decode import FRAME_FOLDER_FPS, open_video, probe_video
+from effvid.data.video_writer import write_video
 from effvid.errors import ConfigError, VideoError
 
 WITH_DECORD = pytest.param(
@@ -159,3 +160,16 @@ def test_frame_folder_without_matching_frames(tmp_path):
 def test_unknown_backend_is_a_config_error(make_index_video):
     with pytest.raises(ConfigError, match="opencv"):
         open_video(make_index_video(num_frames=4), "opencv")
+
+
+def test_pyav_threads_the_decoder_only_for_large_frames(tmp_path):
+    small = tmp_path / "small.mp4"
+    large = tmp_path / "large.mp4"
+    write_video(small, np.zeros((2, 48, 96, 3), np.uint8))
+    write_video(large, np.zeros((2, 360, 640, 3), np.uint8))
+    with open_video(small, "pyav") as reader:  # starting threads per file costs more than they save
+        assert reader._container.streams.video[0].codec_context.thread_count == 1
+    with open_video(large, "pyav") as reader:
+        assert reader._container.streams.video[0].codec_context.thread_count != 1
+    with open_video(small, "pyav", threads=3) as reader:  # an explicit count is kept
+        assert reader._container.streams.video[0].codec_context.thread_count == 3
