@@ -10,7 +10,7 @@ Measures, for the PyAV and decord backends:
    1 and N DataLoader workers, on both sources;
 3. the training speed of the demo's base model (``configs/demo/r2plus1d_synth_small.yaml``:
    forward + backward + SGD step on the CPU at its batch size), at its own clip shape, against
-   the loader's clips per second at that shape.
+   the loader's clips per second at that shape and batch size.
 
 Targets (issue 2): a late clip of the long video costs at most 3x a first-second clip; two
 workers feed at least 5x the clips per second the demo model trains on.
@@ -87,13 +87,14 @@ def main(argv: list[str] | None = None) -> int:
             "long_1080p": _long_clip_costs(long_video, backend, args.long_clips, rng),
         }
         result["loader"][backend] = {}
-        for name, annotation, spec, clips in (("synth_small", synth_train, bench_spec, args.synth_clips),
-                                              ("synth_small_demo_shape", synth_train, demo_spec, args.synth_clips * 2),
-                                              ("long_1080p", long_annotation, long_spec, args.long_clips * 2)):
+        for name, annotation, spec, batch, clips in (
+                ("synth_small", synth_train, bench_spec, 4, args.synth_clips),
+                ("synth_small_demo_shape", synth_train, demo_spec, demo_cfg.batch_size, args.synth_clips * 2),
+                ("long_1080p", long_annotation, long_spec, 1, args.long_clips * 2)):
             for workers in sorted({1, args.workers}):
                 _log(f"loader {backend} {name} workers={workers}")
                 result["loader"][backend][f"{name}_workers{workers}_clips_per_s"] = _loader_rate(
-                    annotation, spec, backend, workers, clips)
+                    annotation, spec, backend, workers, batch, clips)
     _log("demo model")
     result["demo_model"] = _train_rate(demo_spec, batch=demo_cfg.batch_size)
     result["targets"] = _targets(result, args.workers)
@@ -183,9 +184,8 @@ def _decode_from_start(path: Path, indices: np.ndarray) -> list[np.ndarray]:
     return out
 
 
-def _loader_rate(annotation: Annotation, spec, backend: str, workers: int, clips: int) -> float:
-    """Clips per second out of a training DataLoader, after its first batch (worker start-up)."""
-    batch = 4 if spec.crop_size <= 112 else 1
+def _loader_rate(annotation: Annotation, spec, backend: str, workers: int, batch: int, clips: int) -> float:
+    """Clips per second out of a training DataLoader of ``batch`` clips, after its first batch (worker start-up)."""
     dataset = VideoDataset(annotation, spec=spec, train=True, backend=backend, seed=0)
     loader = build_loader(dataset, batch_size=batch, num_workers=workers, shuffle=True, seed=0, drop_last=True)
     batches = iter(loader)
