@@ -85,7 +85,9 @@ class ShrinkConfig:
     ``distill: false`` trains hypotheses with CE only and ``finetune: false`` starts every
     hypothesis from random weights (Table 4); ``distillation`` holds the KD settings (t, alpha,
     teacher BN mode, intermediate-feature terms: Tables 6 and 7); ``control: true`` trains each
-    selected architecture from scratch with CE after the search (Table 2). ``retries`` is how
+    selected architecture from scratch with CE after the search (Table 2), with the
+    ``control_train`` recipe (default: the hypotheses' ``train``, the same budget; give the
+    base's recipe for a full-length control). ``retries`` is how
     many times a failed hypothesis is tried again in one invocation. ``latency_repeats`` timed
     batch-1 CPU forwards with ``latency_threads`` threads give each reported model's median
     latency (0: not measured).
@@ -106,6 +108,7 @@ class ShrinkConfig:
     finetune: bool = True
     finetune_lr_scale: float = 0.1
     control: bool = False
+    control_train: dict[str, Any] | None = None
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     retries: int = 1
@@ -137,8 +140,9 @@ class ShrinkConfig:
         if self.distillation.teacher is not None:
             raise ConfigError("distillation.teacher: PAS always distils from the base network; leave it unset")
         _check_recipe(self.train, "train")
-        if self.base.train is not None:
-            _check_recipe(self.base.train, "base.train")
+        for key, recipe in (("base.train", self.base.train), ("control_train", self.control_train)):
+            if recipe is not None:
+                _check_recipe(recipe, key)
 
     def gamma(self, operator: str) -> float:
         """The factor of ``operator`` (configured, else the paper's default)."""

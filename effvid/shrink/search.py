@@ -264,7 +264,8 @@ class _Search:
                  "gmacs": chosen["gmacs"], "params": chosen["params"],
                  "run_dir": str(self.run_dir / "controls" / entry_id)})
             if entry["status"] != "done":
-                jobs[entry_id] = self.cfg.train_config(entry["run_dir"], spec=ArchSpec.from_dict(entry["spec"]))
+                jobs[entry_id] = self.cfg.train_config(entry["run_dir"], spec=ArchSpec.from_dict(entry["spec"]),
+                                                       recipe=self.cfg.control_train)
         self._train_all(jobs)
         failed = [e for e in self.ledger.of_kind("control") if e["status"] == "failed"]
         if failed:

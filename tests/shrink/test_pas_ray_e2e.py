@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from effvid.data.synthetic.generate import PRESETS, generate
-from effvid.engine.checkpoint import read_sidecar
+from effvid.engine.checkpoint import find_last_complete, read_sidecar
 from effvid.shrink.config import load_shrink_config
 from effvid.shrink.ledger import Ledger
 from effvid.shrink.report import write_report
@@ -28,7 +28,8 @@ def test_two_iteration_search_with_controls_on_local_ray(tiny_data, tmp_path):
     run_dir = tmp_path / "run"
     cfg = load_shrink_config(CONFIG, [f"run_dir={run_dir}", f"data.train={tiny_data / 'train.txt'}",
                                       f"data.val={tiny_data / 'val.txt'}", "operators=[s,t,c,l]", "control=true",
-                                      "latency_repeats=1", "train.max_steps_per_epoch=2"])
+                                      "latency_repeats=1", "train.max_steps_per_epoch=2",
+                                      "control_train={epochs: 2, batch_size: 8, max_steps_per_epoch: 2, device: cpu}"])
     logs: list[str] = []
     summary = run_search(cfg, log=logs.append)
 
@@ -54,6 +55,8 @@ def test_two_iteration_search_with_controls_on_local_ray(tiny_data, tmp_path):
     controls = ledger.of_kind("control")
     assert [c["spec"] for c in controls] == [s["spec"] for s in selected]
     assert all(c["status"] == "done" and c["teacher"] is None and c["init"] == "random" for c in controls)
+    # trained with control_train (2 epochs), not the hypotheses' train (1 epoch)
+    assert all(find_last_complete(c["run_dir"]).name == "epoch_0002" for c in controls)
 
     assert summary["sequence"] == [s["operator"] for s in selected]
     assert [row["model"] for row in summary["table"]] == ["r2plus1d_18", "r2plus1d_18-PAS-1", "r2plus1d_18-PAS-2"]
