@@ -142,10 +142,8 @@ def summary_line(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def write(results: dict[str, Any], out: Path) -> None:
-    text = json.dumps(results, indent=2)
-    for path in {Path("benchmarks/results/model_speed.json"), out}:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":
