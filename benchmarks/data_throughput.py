@@ -43,7 +43,7 @@ from effvid.models.registry import create_from_spec, default_spec
 
 CLIP_LEN, STRIDE = 32, 2
 LONG_SECONDS, LONG_FPS, LONG_GOP = 60, 30, 60
-DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo" / "r2plus1d_synth_small.yaml"
+DEMO_CONFIG = Path(__file__).resolve().parents[1] / "effvid" / "configs" / "demo" / "r2plus1d_synth_small.yaml"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from effvid.flops import count_spec
+from effvid.cost.static import count_spec
 from effvid.models import default_spec, get_entry, list_models
 from effvid.models.inference import DEFAULT_VARIANT, VARIANTS, prepare_for_inference
 from effvid.models.registry import create_from_spec

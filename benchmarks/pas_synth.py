@@ -27,10 +27,10 @@ import time
 from pathlib import Path
 
 from effvid.data.synthetic import ensure_synthactions
-from effvid.shrink.config import load_shrink_config
-from effvid.shrink.search import run_search
+from effvid.methods.pas.config import load_shrink_config
+from effvid.methods.pas.search import run_search
 
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "pas" / "synth_small.yaml"
+CONFIG = Path(__file__).resolve().parents[1] / "effvid" / "configs" / "pas" / "synth_small.yaml"
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 from collections.abc import Sequence
 
@@ -42,8 +43,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _StderrHandler(logging.Handler):
+    """Writes each record's message to the current ``sys.stderr`` (looked up per record, so
+    redirections made after start-up, such as pytest's capture, are honoured)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+            sys.stderr.flush()
+        except Exception:  # a closed stream must not turn a log line into a crash
+            self.handleError(record)
+
+
+def install_log_handler() -> None:
+    """Show effvid's INFO (and higher) log records as plain lines on stderr, once per process."""
+    logger = logging.getLogger("effvid")
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        logger.addHandler(_StderrHandler())
+    logger.setLevel(logging.INFO)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one subcommand; user errors print one line on stderr and return 2."""
+    install_log_handler()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -10,10 +10,10 @@ import torch
 from torch import nn
 
 from effvid.errors import ConfigError
-from effvid.flops import count_spec
+from effvid.cost.static import count_spec
 from effvid.models import ArchSpec, list_models, round_channels, round_depth
 from effvid.models.registry import default_spec, register_model
-from effvid.shrink.operators import (
+from effvid.methods.pas.operators import (
     Pruned,
     Reduced,
     apply_operator,

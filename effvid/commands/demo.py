@@ -24,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from effvid.commands import info, print_json
-    from effvid.engine.demo import run_demo, summary
+    from effvid.demo import run_demo, summary
 
     ctx, table = run_demo(args.preset, args.out, data_dir=args.data)
     if args.json:

@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     from effvid.commands import info, print_json
     from effvid.engine.checkpoint import read_sidecar
     from effvid.engine.evaluate import evaluate, parse_views
-    from effvid.engine.trainer import resolve_checkpoint
+    from effvid.engine.checkpoint import resolve_checkpoint
     from effvid.errors import ConfigError
     from effvid.report.tables import markdown_table
 

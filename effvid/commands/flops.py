@@ -15,7 +15,7 @@ from effvid.commands import print_json
 from effvid.errors import CheckpointError
 
 if TYPE_CHECKING:
-    from effvid.models.spec import ArchSpec
+    from effvid.spec import ArchSpec
 
 _OVERRIDES = {"frames": "num_frames", "size": "crop_size", "classes": "num_classes", "width": "width_mult", "depth": "depth_mult"}
 
@@ -41,8 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from effvid.flops import count_spec, format_shape
-    from effvid.shrink.operators import Reduced, apply_sequence, parse_operators
+    from effvid.cost.static import count_spec, format_shape
+    from effvid.methods.pas.operators import Reduced, apply_sequence, parse_operators
 
     overrides = {field: getattr(args, flag) for flag, field in _OVERRIDES.items() if getattr(args, flag) is not None}
     spec = resolve_spec(args.model).replace(**overrides)
@@ -96,7 +96,7 @@ def resolve_spec(model_or_checkpoint: str) -> ArchSpec:
     meta = read_sidecar(path)
     if not isinstance(meta.get("spec"), dict):
         raise CheckpointError(f"{path}: the checkpoint's sidecar holds no model spec")
-    from effvid.models.spec import ArchSpec
+    from effvid.spec import ArchSpec
 
     return ArchSpec.from_dict(meta["spec"])
 

@@ -17,7 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from effvid.commands import print_json
-    from effvid.flops import count_spec, format_shape
+    from effvid.cost.static import count_spec, format_shape
     from effvid.models import get_entry, list_models
 
     rows = []

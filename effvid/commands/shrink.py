@@ -27,15 +27,15 @@ def run(args: argparse.Namespace) -> int:
     from effvid.errors import ConfigError
 
     if args.config == "report":
-        from effvid.shrink.report import table_markdown, write_report
+        from effvid.methods.pas.report import table_markdown, write_report
 
         if len(args.overrides) != 1:
             raise ConfigError("usage: effvid shrink report RUN_DIR [--json]")
         summary = write_report(args.overrides[0])
     else:
-        from effvid.shrink.config import load_shrink_config
-        from effvid.shrink.report import table_markdown
-        from effvid.shrink.search import run_search
+        from effvid.methods.pas.config import load_shrink_config
+        from effvid.methods.pas.report import table_markdown
+        from effvid.methods.pas.search import run_search
 
         cfg = load_shrink_config(args.config, args.overrides)
         summary = run_search(cfg, ray_address=args.ray_address)

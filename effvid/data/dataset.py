@@ -41,7 +41,7 @@ from effvid.data.decode import open_video
 from effvid.data.sampling import ClipSampler
 from effvid.data.transforms import test_transform, train_transform
 from effvid.errors import ConfigError, EffvidError, VideoError
-from effvid.models.spec import ArchSpec
+from effvid.spec import ArchSpec
 
 log = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ from typing import Literal
 import numpy as np
 
 from effvid.errors import ConfigError
-from effvid.models.spec import ArchSpec
+from effvid.spec import ArchSpec
 
 SamplingMode = Literal["dense", "segments"]
 

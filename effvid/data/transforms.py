@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from effvid.errors import ConfigError
-from effvid.models.spec import ArchSpec
+from effvid.spec import ArchSpec
 
 TSN_SCALES = (1.0, 0.875, 0.75, 0.66)
 Clip = torch.Tensor | list[torch.Tensor]

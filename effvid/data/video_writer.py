@@ -9,6 +9,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from effvid.io import atomic_file
+
 
 def write_video(
     path: str | os.PathLike[str],
@@ -26,34 +28,26 @@ def write_video(
     The file is written next to its final name and renamed into place, so a reader never sees
     a half-written video. ``gop`` is the keyframe interval in frames.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
     count = 0
-    try:
-        with av.open(str(tmp), mode="w") as container:
-            stream = None
-            for frame in frames:
-                if stream is None:
-                    height, width = frame.shape[:2]
-                    stream = container.add_stream(codec, rate=_rate(fps))
-                    stream.width, stream.height = width, height
-                    stream.pix_fmt = "yuv420p"
-                    stream.thread_count = threads
-                    if codec == "libx264":
-                        stream.options = {"crf": str(crf), "g": str(gop), "preset": preset}
-                    else:
-                        stream.options = {"g": str(gop)}
-                video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
-                container.mux(stream.encode(video_frame))
-                count += 1
+    with atomic_file(path) as tmp, av.open(str(tmp), mode="w") as container:
+        stream = None
+        for frame in frames:
             if stream is None:
-                raise ValueError(f"no frames to write to {path}")
-            container.mux(stream.encode())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+                height, width = frame.shape[:2]
+                stream = container.add_stream(codec, rate=_rate(fps))
+                stream.width, stream.height = width, height
+                stream.pix_fmt = "yuv420p"
+                stream.thread_count = threads
+                if codec == "libx264":
+                    stream.options = {"crf": str(crf), "g": str(gop), "preset": preset}
+                else:
+                    stream.options = {"g": str(gop)}
+            video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+            container.mux(stream.encode(video_frame))
+            count += 1
+        if stream is None:
+            raise ValueError(f"no frames to write to {path}")
+        container.mux(stream.encode())
     return count
 
 

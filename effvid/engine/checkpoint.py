@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
-import hashlib
 import json
 import os
 import random
@@ -36,7 +35,8 @@ from torch import nn
 
 from effvid.engine.distributed import unwrap_model
 from effvid.errors import CheckpointError, ConfigError
-from effvid.models.spec import ArchSpec
+from effvid.io import atomic_write, read_safetensors, safetensors_bytes, sha256_hex
+from effvid.spec import ArchSpec
 
 FORMAT = "effvid-checkpoint"
 STATE_FORMAT = "effvid-training-state"
@@ -67,40 +67,6 @@ def checkpoint_stem(path: str | Path) -> Path:
 def _files(stem: Path) -> tuple[Path, Path, Path]:
     return (stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".state.pt"),
             stem.with_name(stem.name + ".json"))
-
-
-# ---------------------------------------------------------------------------------------------
-# Atomic writes
-
-
-def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Write ``path`` via ``write(file)`` into a temp file in the same folder, fsync, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -194,8 +160,6 @@ def save_checkpoint(stem: str | Path, *, model: nn.Module | Mapping[str, torch.T
     a weights-only checkpoint such as ``best``). ``transforms``, ``metrics`` and ``extra``
     must be JSON-serialisable.
     """
-    from safetensors.torch import save as safetensors_bytes
-
     stem = checkpoint_stem(stem)
     weights_path, state_path, sidecar_path = _files(stem)
     if spec is None and isinstance(model, nn.Module):
@@ -221,7 +185,7 @@ def save_checkpoint(stem: str | Path, *, model: nn.Module | Mapping[str, torch.T
         atomic_write(state_path, lambda f: torch.save(dict(state), f))
     else:
         state_path.unlink(missing_ok=True)
-    sidecar["weights_sha256"] = hashlib.sha256(data).hexdigest()
+    sidecar["weights_sha256"] = sha256_hex(data)
     text = json.dumps(sidecar, indent=2)
     atomic_write(sidecar_path, lambda f: f.write(text.encode()))
     return sidecar_path
@@ -268,21 +232,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu"
     The weights are checked against the SHA-256 in the sidecar; anything missing, foreign or
     corrupt raises :class:`CheckpointError` naming the file.
     """
-    from safetensors.torch import load as safetensors_load
-
     meta = read_sidecar(path)
-    weights_path = _files(checkpoint_stem(path))[0]
-    try:
-        data = weights_path.read_bytes()
-    except OSError:
-        raise CheckpointError(f"{weights_path}: weights file missing or unreadable") from None
-    expected = meta.get("weights_sha256")
-    if expected is not None and hashlib.sha256(data).hexdigest() != expected:
-        raise CheckpointError(f"{weights_path}: corrupt checkpoint (the weights do not match the sidecar's checksum)")
-    try:
-        tensors = safetensors_load(data)
-    except Exception as exc:  # safetensors raises its own error types for bad headers/data
-        raise CheckpointError(f"{weights_path}: corrupt or not a safetensors file ({type(exc).__name__})") from None
+    tensors = read_safetensors(_files(checkpoint_stem(path))[0], sha256=meta.get("weights_sha256"))
     if str(map_location) != "cpu":
         tensors = {k: v.to(map_location) for k, v in tensors.items()}
     return tensors, meta
@@ -323,6 +274,19 @@ def find_last_complete(run_dir: str | Path, *, require_state: bool = True) -> Pa
         if weights_path.exists() and (not require_state or (meta.get("has_state") and state_path.exists())):
             return stem
     return None
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint stem from a stem, one of its files, or a run directory (its best, else its last epoch)."""
+    path = Path(path)
+    if path.is_dir():
+        if best_stem(path).with_suffix(".json").exists():
+            return best_stem(path)
+        last = find_last_complete(path, require_state=False)
+        if last is None:
+            raise CheckpointError(f"{path}: a run directory without any complete checkpoint")
+        return last
+    return checkpoint_stem(path)
 
 
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:

@@ -2,7 +2,7 @@
 
 Each video is seen as ``K`` temporal clips x ``C`` spatial crops; the views' softmax
 probabilities are averaged per video (:mod:`effvid.engine.metrics` defines every metric).
-Cost is GMACs per view at the spec's input shape (:func:`effvid.flops.count_cost`) and per
+Cost is GMACs per view at the spec's input shape (:func:`effvid.cost.static.count_cost`) and per
 video (times ``K * C``). ``clips_per_second`` is views divided by the time spent in the
 model's forward passes (decoding excluded), measured on the device the model sits on.
 """
@@ -19,7 +19,7 @@ from torch import nn
 
 from effvid.data.annotations import Annotation, load_annotations
 from effvid.errors import ConfigError
-from effvid.models.spec import ArchSpec
+from effvid.spec import ArchSpec
 
 
 @dataclass
@@ -137,7 +137,7 @@ def evaluate(model_or_checkpoint: nn.Module | str | Path, annotation: str | Path
 
 
 def _cost(model: nn.Module, spec: ArchSpec) -> tuple[float, int, tuple[int, ...]]:
-    from effvid.flops import count_cost, spec_input_shape
+    from effvid.cost.static import count_cost, spec_input_shape
 
     report = count_cost(model, spec_input_shape(spec))
     return report.gmacs, report.params, tuple(report.input_shape)

@@ -26,7 +26,7 @@ def predict(checkpoint: str | Path, video_path: str | Path, *, topk: int = 5, vi
     all views (per view x views).
     """
     from effvid.data.dataset import VideoDataset
-    from effvid.flops import count_cost, spec_input_shape
+    from effvid.cost.static import count_cost, spec_input_shape
 
     if topk < 1:
         raise ConfigError(f"topk must be >= 1, got {topk}")

@@ -17,7 +17,7 @@ from effvid.config import load_config
 from effvid.engine.losses import DistillConfig, LossTermConfig
 from effvid.engine.schedules import OptimConfig, ScheduleConfig
 from effvid.errors import ConfigError
-from effvid.models.spec import ArchSpec
+from effvid.spec import ArchSpec
 
 _SPEC_OVERRIDES = ("num_frames", "frame_stride", "crop_size", "width_mult", "depth_mult", "sampling",
                    "train_resize", "test_resize", "dropout", "alpha", "beta_inv", "fusion_kernel")

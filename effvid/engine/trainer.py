@@ -23,6 +23,8 @@ Choices worth knowing:
 
 from __future__ import annotations
 
+import logging
+import contextlib
 import dataclasses
 import json
 import math
@@ -36,7 +38,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from effvid.commands import info
 from effvid.engine import checkpoint as ckpt
 from effvid.engine.distributed import (
     DistInfo,
@@ -59,8 +60,12 @@ from effvid.engine.losses import (
 from effvid.engine.optim import apply_stage_trainable, build_stage_scheduler, load_matching, stage_of_epoch
 from effvid.engine.train_config import TrainConfig
 from effvid.errors import CheckpointError, ConfigError, EffvidError
+from effvid.io import write_text
+
+logger = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
+LOG_FILE = "train.log"
 _EPOCH_SEED_STRIDE = 1_000_003
 
 
@@ -96,19 +101,6 @@ def train(cfg: TrainConfig, *, progress: bool | None = None) -> TrainResult:
             teardown()
 
 
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint stem from a stem, one of its files, or a run directory (its best, else its last epoch)."""
-    path = Path(path)
-    if path.is_dir():
-        if ckpt.best_stem(path).with_suffix(".json").exists():
-            return ckpt.best_stem(path)
-        last = ckpt.find_last_complete(path, require_state=False)
-        if last is None:
-            raise CheckpointError(f"{path}: a run directory without any complete checkpoint")
-        return last
-    return ckpt.checkpoint_stem(path)
-
-
 class _Run:
     """One training run's state; :meth:`run` is the whole loop."""
 
@@ -124,7 +116,7 @@ class _Run:
             raise ConfigError("sync_bn: PyTorch's SyncBatchNorm runs on CUDA only; set sync_bn: false on the CPU")
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp) if self.device.type == "cuda" else None
         if cfg.amp != "off" and self.amp_dtype is None and self.main:
-            info(f"amp: {cfg.amp} asked for, but mixed precision runs on CUDA only; training in float32")
+            logger.info(f"amp: {cfg.amp} asked for, but mixed precision runs on CUDA only; training in float32")
         self.writer: Any = None
 
     # -----------------------------------------------------------------------------------------
@@ -146,11 +138,11 @@ class _Run:
         self.spec = cfg.model.to_spec(len(self.train_ann.class_names))
         self.model = create_from_spec(self.spec)
         if cfg.init_from is not None:
-            stem = resolve_checkpoint(cfg.init_from)
+            stem = ckpt.resolve_checkpoint(cfg.init_from)
             state, _ = ckpt.load_checkpoint(stem)
             copied, total = load_matching(self.model, state, str(stem))
             if self.main:
-                info(f"init_from {stem}: {copied} of {total} tensors loaded (name and shape match)")
+                logger.info(f"init_from {stem}: {copied} of {total} tensors loaded (name and shape match)")
         if cfg.sync_bn and self.dist.distributed:
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.model.to(self.device)
@@ -190,7 +182,7 @@ class _Run:
                 known = ", ".join(["ce", *own])
                 raise ConfigError(f"unknown loss term {term.name!r} for model {self.spec.name} (known: {known})")
         if cfg.distill is not None and cfg.distill.teacher is not None:
-            self.teacher = FrozenTeacher.from_checkpoint(resolve_checkpoint(cfg.distill.teacher),
+            self.teacher = FrozenTeacher.from_checkpoint(ckpt.resolve_checkpoint(cfg.distill.teacher),
                                                          bn_mode=cfg.distill.teacher_bn).to(self.device)
             self.features = add_distillation_terms(composer, cfg.distill, self.teacher, self.model)
             if self.features is not None:
@@ -223,7 +215,7 @@ class _Run:
         if self.features is not None and "features" in extra:
             self.features.load_state_dict(extra["features"])
         if self.main:
-            info(f"resuming {self.run_dir} after epoch {state['epoch']} ({stem.name})")
+            logger.info(f"resuming {self.run_dir} after epoch {state['epoch']} ({stem.name})")
         return int(state["epoch"])
 
     def _start_logs(self, done: int) -> None:
@@ -242,6 +234,10 @@ class _Run:
     # The loop
 
     def run(self) -> TrainResult:
+        with _log_file(self.run_dir / LOG_FILE, enabled=self.main):
+            return self._run()
+
+    def _run(self) -> TrainResult:
         start_time = time.time()
         self._build()
         done = self._resume()
@@ -281,7 +277,7 @@ class _Run:
         trainable = apply_stage_trainable(self.model, stage)
         self.composer.activate(stage.losses or None)
         if self.main and len(self.stages) > 1:
-            info(f"stage {stage.name!r}: {stage.epochs} epochs, lr x{stage.lr_scale}, {trainable:,} trainable "
+            logger.info(f"stage {stage.name!r}: {stage.epochs} epochs, lr x{stage.lr_scale}, {trainable:,} trainable "
                  f"parameters, losses {', '.join(self.composer.active)}")
         if not self.dist.distributed:
             return self.model
@@ -423,7 +419,7 @@ class _Run:
             ckpt.save_checkpoint(stem, model=self.model, metrics=val, epoch=done, state=state, **fields)
             if done > 1:
                 ckpt.remove_checkpoint(ckpt.epoch_stem(self.run_dir, epoch))
-            info(_summary(done, self.cfg.epochs, self.stages[stage_index].name, losses, lr, val, seconds, skipped))
+            logger.info(_summary(done, self.cfg.epochs, self.stages[stage_index].name, losses, lr, val, seconds, skipped))
         barrier()
         return stem
 
@@ -434,6 +430,29 @@ class _Run:
             if isinstance(value, float) and math.isfinite(value):
                 self.writer.add_scalar(f"val/{name}", value, epoch)
         self.writer.flush()
+
+
+@contextlib.contextmanager
+def _log_file(path: Path, *, enabled: bool) -> Iterator[None]:
+    """While the block runs, append effvid's INFO log records to ``path`` (rank 0 only)."""
+    if not enabled:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%Y-%m-%d %H:%M:%S"))
+    handler.setLevel(logging.INFO)
+    root = logging.getLogger("effvid")
+    level = root.level
+    if root.getEffectiveLevel() > logging.INFO:
+        root.setLevel(logging.INFO)
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+        handler.close()
 
 
 def _trim_metrics(path: Path, epochs_done: int) -> None:
@@ -447,7 +466,7 @@ def _trim_metrics(path: Path, epochs_done: int) -> None:
                 kept.append(line)
         except json.JSONDecodeError:
             continue  # a line cut off by a kill
-    ckpt.atomic_write(path, lambda f: f.write("".join(k + "\n" for k in kept).encode()))
+    write_text(path, "".join(k + "\n" for k in kept))
 
 
 def _summary(epoch: int, epochs: int, stage: str, losses: dict[str, float], lr: float, val: dict[str, Any],

@@ -1,4 +1,4 @@
-"""Backbones: registered families built from an :class:`~effvid.models.spec.ArchSpec`.
+"""Backbones: registered families built from an :class:`~effvid.spec.ArchSpec`.
 
 Importing this package registers every family. Public API: :func:`create`,
 :func:`create_from_spec`, :func:`list_models`, :func:`default_spec`, :class:`ArchSpec`,
@@ -6,7 +6,7 @@ Importing this package registers every family. Public API: :func:`create`,
 """
 
 from effvid.models.registry import create, create_from_spec, default_spec, get_entry, list_models
-from effvid.models.spec import ArchSpec, round_channels, round_depth
+from effvid.spec import ArchSpec, round_channels, round_depth
 
 # Family modules register their models on import (one line each).
 from effvid.models import video_resnet  # noqa: F401

@@ -24,7 +24,7 @@ from effvid.models.layers import (
     stochastic_depth,
 )
 from effvid.models.registry import register_model
-from effvid.models.spec import ArchSpec, round_channels, round_depth
+from effvid.spec import ArchSpec, round_channels, round_depth
 
 #: (expand ratio, kernel, first stride, input channels, output channels, blocks) of B0.
 EFFICIENTNET_B0_SETTING = ((1, 3, 1, 32, 16, 1), (6, 3, 2, 16, 24, 2), (6, 5, 2, 24, 40, 2),

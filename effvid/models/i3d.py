@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from effvid.models.layers import Bottleneck, ClipClassifier, add_resnet_stages, conv3d, init_weights
 from effvid.models.registry import register_model
-from effvid.models.spec import ArchSpec, round_channels, round_depth
+from effvid.spec import ArchSpec, round_channels, round_depth
 
 #: Temporal kernel of conv1 per stage, cycled over the blocks of that stage.
 I3D_TEMPORAL_KERNELS = ((3,), (3, 1), (3, 1), (1, 3))

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from effvid.models.spec import ArchSpec
+from effvid.spec import ArchSpec
 
 Size3 = int | tuple[int, int, int]
 

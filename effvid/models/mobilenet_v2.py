@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from effvid.models.layers import ConvNormAct, FrameModel, TemporalShiftMixin, frame_spec, init_weights
 from effvid.models.registry import register_model
-from effvid.models.spec import ArchSpec, round_channels, round_depth
+from effvid.spec import ArchSpec, round_channels, round_depth
 
 #: (expand ratio t, output channels c, blocks n, first stride s) per stage, as in the paper.
 MOBILENET_V2_SETTING = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),

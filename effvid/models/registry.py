@@ -14,7 +14,7 @@ from typing import Any, Literal
 from torch import nn
 
 from effvid.errors import ConfigError
-from effvid.models.spec import ArchSpec
+from effvid.spec import ArchSpec
 
 ModelKind = Literal["3d", "2d", "slowfast"]
 Builder = Callable[[ArchSpec], nn.Module]

@@ -23,7 +23,7 @@ from effvid.models.layers import (
     init_weights,
 )
 from effvid.models.registry import register_model
-from effvid.models.spec import ArchSpec, round_channels, round_depth
+from effvid.spec import ArchSpec, round_channels, round_depth
 
 BlockKind = Literal["basic", "bottleneck"]
 

@@ -14,7 +14,7 @@ from effvid.models.layers import frame_spec
 from effvid.models.mobilenet_v2 import MobileNetV2, build_mobilenet_v2
 from effvid.models.registry import register_model
 from effvid.models.resnet2d import ResNet2d, resnet_from_spec
-from effvid.models.spec import ArchSpec
+from effvid.spec import ArchSpec
 
 #: TSM shifts ``C / TSM_SHIFT_DIV`` channels each way.
 TSM_SHIFT_DIV = 8

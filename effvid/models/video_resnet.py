@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from effvid.models.layers import ClipClassifier, add_resnet_stages, conv3d, downsample, init_weights
 from effvid.models.registry import register_model
-from effvid.models.spec import ArchSpec, round_channels, round_depth
+from effvid.spec import ArchSpec, round_channels, round_depth
 
 ConvBuilder = Callable[[int, int, int, int], nn.Module]
 StemKind = Literal["r2plus1d", "r3d"]

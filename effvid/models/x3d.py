@@ -29,8 +29,8 @@ from torch import nn
 
 from effvid.models.layers import Swish
 from effvid.models.registry import register_model
-from effvid.models.slowfast import BottleneckBlock, PtvNet, ResBlock, ResStage, init_weights
-from effvid.models.spec import ArchSpec, round_channels, round_depth
+from effvid.models.ptv_blocks import BottleneckBlock, PtvNet, ResBlock, ResStage, init_weights
+from effvid.spec import ArchSpec, round_channels, round_depth
 
 STEM_WIDTH = 24
 STAGE_WIDTHS = (24, 48, 96, 192)

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from effvid.data import transforms as tf
 from effvid.errors import ConfigError
-from effvid.models.spec import ArchSpec
+from effvid.spec import ArchSpec
 
 UNIT = dict(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))  # normalised value = pixel / 255
 

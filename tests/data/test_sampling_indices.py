@@ -7,7 +7,7 @@ import pytest
 
 from effvid.data.sampling import ClipSampler
 from effvid.errors import ConfigError
-from effvid.models.spec import ArchSpec
+from effvid.spec import ArchSpec
 
 
 def rng(seed: int = 0) -> np.random.Generator:

@@ -14,7 +14,7 @@ from effvid.data.annotations import Annotation, VideoRecord
 from effvid.data.dataset import VideoDataset, build_loader
 from effvid.data.sampling import ClipSampler
 from effvid.errors import EffvidError, VideoError
-from effvid.models.spec import ArchSpec
+from effvid.spec import ArchSpec
 
 NUM_FRAMES = 64
 # Frames are 96 x 96: a 96 crop at short side 96 is the whole frame, untouched, and a unit

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from effvid.data.synthetic import SynthPreset, generate
-from effvid.models.spec import ArchSpec
+from effvid.spec import ArchSpec
 
 # R(2+1)D-18 at width 1/4, depth 1/2 (one block per stage), 4 frames of 32x32: about 6 MMACs.
 TINY_MODEL = {"name": "r2plus1d_18", "num_frames": 4, "frame_stride": 2, "crop_size": 32, "width_mult": 0.25,

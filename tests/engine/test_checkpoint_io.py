@@ -27,7 +27,7 @@ from effvid.engine.checkpoint import (
 from effvid.engine.schedules import ScheduleConfig, build_lr_scheduler
 from effvid.errors import CheckpointError
 from effvid.models.registry import create_from_spec, register_model
-from effvid.models.spec import ArchSpec
+from effvid.spec import ArchSpec
 
 
 class TinyClassifier(nn.Module):

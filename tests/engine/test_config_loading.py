@@ -12,7 +12,7 @@ from effvid.config import dump_yaml, load_config, to_dict
 from effvid.engine.losses import DistillConfig, LossTermConfig
 from effvid.engine.schedules import OptimConfig, ScheduleConfig
 from effvid.errors import ConfigError
-from effvid.models.spec import ArchSpec
+from effvid.spec import ArchSpec
 
 
 @dataclass(frozen=True)

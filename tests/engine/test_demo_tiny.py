@@ -9,7 +9,7 @@ import json
 
 from effvid.cli import main
 from effvid.engine import checkpoint as ckpt
-from effvid.shrink.ledger import Ledger
+from effvid.methods.pas.ledger import Ledger
 
 
 def test_demo_tiny_end_to_end(tmp_path, capsys):

@@ -29,7 +29,7 @@ from effvid.engine.losses import (
 )
 from effvid.errors import ConfigError
 from effvid.models.registry import create_from_spec, register_model
-from effvid.models.spec import ArchSpec
+from effvid.spec import ArchSpec
 
 
 class _Block(nn.Module):

@@ -15,7 +15,7 @@ from effvid.engine.train_config import load_train_config
 from effvid.engine.trainer import train
 from effvid.errors import EffvidError
 from effvid.models import create_from_spec
-from effvid.models.spec import ArchSpec
+from effvid.spec import ArchSpec
 
 
 def read_metrics(run_dir) -> list[dict]:

@@ -13,7 +13,7 @@ from effvid.commands import flops as flops_command
 from effvid.commands import models as models_command
 from effvid.engine.checkpoint import save_checkpoint
 from effvid.errors import CheckpointError, ConfigError
-from effvid.flops import BN_MACS_PER_ELEMENT, count_cost, count_spec
+from effvid.cost.static import BN_MACS_PER_ELEMENT, count_cost, count_spec
 from effvid.models import default_spec, list_models
 
 

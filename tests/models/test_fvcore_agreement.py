@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from effvid.flops import count_cost
+from effvid.cost.static import count_cost
 from effvid.models import create, get_entry, list_models
 
 fvcore_nn = pytest.importorskip("fvcore.nn")

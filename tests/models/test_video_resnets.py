@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from effvid.flops import count_cost
+from effvid.cost.static import count_cost
 from effvid.models import create, default_spec, get_entry
 
 VIDEO_MODELS = ("r2plus1d_18", "r3d_18", "i3d_r50")

@@ -33,6 +33,7 @@ from effvid.data.synthetic.classes import CLASS_NAMES, CLASSES, NUISANCES, REDUN
 from effvid.data.synthetic.render import render_video
 from effvid.data.video_writer import write_video
 from effvid.errors import EffvidError
+from effvid.io import write_text
 
 GENERATOR_VERSION = "1"
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -138,17 +139,17 @@ def generate(out_dir: str | os.PathLike, *, preset: str | SynthPreset = "small",
     if (root / MANIFEST).is_file() and all((root / job.relpath).is_file() for job in jobs):
         return load_manifest(root)
     root.mkdir(parents=True, exist_ok=True)
-    _write_text(root / PENDING, json.dumps(params, indent=1))
+    write_text(root / PENDING, json.dumps(params, indent=1))
     todo = [job for job in jobs if not (root / job.relpath).is_file()]
     _render_all(root, preset, seed, todo, workers or os.cpu_count() or 1)
     _write_annotations(root, preset, jobs)
-    _write_text(root / "README.md", dataset_card(preset, seed, jobs))
+    write_text(root / "README.md", dataset_card(preset, seed, jobs))
     counts = {split: sum(job.split == split for job in jobs) for split in SPLITS}
     manifest = dict(params, class_names=list(CLASS_NAMES), counts=counts,
                     annotations={s: f"{s}.txt" for s in SPLITS}, kinetics={s: f"kinetics_{s}.csv" for s in SPLITS},
                     classes_file="classes.txt", card="README.md",
                     layout="{split}/{class}/{split}{index:05d}_000000_{end:06d}.mp4 (Kinetics default template)")
-    _write_text(root / MANIFEST, json.dumps(manifest, indent=1))
+    write_text(root / MANIFEST, json.dumps(manifest, indent=1))
     (root / PENDING).unlink()
     return dataclasses.replace(load_manifest(root), generated=len(todo))
 
@@ -261,21 +262,14 @@ def _progress(total: int):
 
 
 def _write_annotations(root: Path, preset: SynthPreset, jobs: list[_Job]) -> None:
-    _write_text(root / "classes.txt", "".join(f"{name}\n" for name in CLASS_NAMES))
+    write_text(root / "classes.txt", "".join(f"{name}\n" for name in CLASS_NAMES))
     for split in SPLITS:
         mine = [job for job in jobs if job.split == split]
-        _write_text(root / f"{split}.txt", "".join(f"{job.relpath} {job.label}\n" for job in mine))
+        write_text(root / f"{split}.txt", "".join(f"{job.relpath} {job.label}\n" for job in mine))
         rows = ["label,youtube_id,time_start,time_end,split"]
         for job in mine:
             rows.append(f"{CLASS_NAMES[job.label]},{split}{job.index:05d},0,{math.ceil(job.frames / preset.fps)},{split}")
-        _write_text(root / f"kinetics_{split}.csv", "\n".join(rows) + "\n")
-
-
-def _write_text(path: Path, text: str) -> None:
-    """Write atomically: a reader sees the old file or the new one, never half of one."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+        write_text(root / f"kinetics_{split}.csv", "\n".join(rows) + "\n")
 
 
 def dataset_card(preset: SynthPreset, seed: int, jobs: list[_Job]) -> str:

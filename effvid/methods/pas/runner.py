@@ -19,9 +19,10 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from effvid.commands import info
 from effvid.engine.train_config import TrainConfig
-from effvid.shrink.config import RayConfig, ResourcesConfig
+from effvid.methods.pas.config import RayConfig, ResourcesConfig
+
+logger = logging.getLogger(__name__)
 
 
 def train_network(cfg: TrainConfig, num_threads: int) -> dict[str, Any]:
@@ -86,7 +87,7 @@ class RayRunner:
     """Submit training jobs as Ray tasks and collect them as they finish (a context manager)."""
 
     def __init__(self, resources: ResourcesConfig, ray_cfg: RayConfig, *, address: str | None = None,
-                 log: Callable[[str], None] = info) -> None:
+                 log: Callable[[str], None] = logger.info) -> None:
         self.resources = resources
         self.ray_cfg = ray_cfg
         self.address = address or ray_cfg.address

@@ -12,9 +12,9 @@ from effvid.config import from_dict
 from effvid.data.synthetic.generate import PRESETS, generate
 from effvid.engine.checkpoint import load_checkpoint, save_checkpoint
 from effvid.models import create_from_spec, default_spec
-from effvid.shrink.config import ShrinkConfig
-from effvid.shrink.ledger import Ledger
-from effvid.shrink.search import run_search
+from effvid.methods.pas.config import ShrinkConfig
+from effvid.methods.pas.ledger import Ledger
+from effvid.methods.pas.search import run_search
 
 LR = 0.05
 

@@ -17,9 +17,9 @@ from effvid.data.synthetic.generate import PRESETS, generate
 from effvid.engine.checkpoint import save_checkpoint
 from effvid.errors import EffvidError
 from effvid.models import create_from_spec, default_spec
-from effvid.shrink.config import load_shrink_config
-from effvid.shrink.ledger import Ledger
-from effvid.shrink.search import run_search
+from effvid.methods.pas.config import load_shrink_config
+from effvid.methods.pas.ledger import Ledger
+from effvid.methods.pas.search import run_search
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import time
 
 import torch
 
-from effvid.models.spec import ArchSpec
+from effvid.spec import ArchSpec
 
 
 def cpu_latency_ms(spec: ArchSpec, *, repeats: int = 10, warmup: int = 2, threads: int = 1) -> float:
@@ -17,7 +17,7 @@ def cpu_latency_ms(spec: ArchSpec, *, repeats: int = 10, warmup: int = 2, thread
     run in eval mode without gradients, with ``threads`` torch threads, ``warmup`` untimed runs
     first and the median of ``repeats`` timed runs returned.
     """
-    from effvid.flops import spec_input_shape
+    from effvid.cost.static import spec_input_shape
     from effvid.models import create_from_spec
 
     if repeats < 1:

@@ -9,12 +9,12 @@ import pytest
 
 from effvid.data.synthetic.generate import PRESETS, generate
 from effvid.engine.checkpoint import find_last_complete, read_sidecar
-from effvid.shrink.config import load_shrink_config
-from effvid.shrink.ledger import Ledger
-from effvid.shrink.report import write_report
-from effvid.shrink.search import run_search
+from effvid.methods.pas.config import load_shrink_config
+from effvid.methods.pas.ledger import Ledger
+from effvid.methods.pas.report import write_report
+from effvid.methods.pas.search import run_search
 
-CONFIG = Path(__file__).resolve().parents[2] / "configs" / "pas" / "synth_tiny.yaml"
+CONFIG = Path(__file__).resolve().parents[3] / "effvid" / "configs" / "pas" / "synth_tiny.yaml"
 
 
 @pytest.fixture(scope="module")

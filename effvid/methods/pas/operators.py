@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from effvid.errors import ConfigError, EffvidError
-from effvid.models.spec import ArchSpec
+from effvid.spec import ArchSpec
 
 OPERATORS: tuple[str, ...] = ("s", "t", "f", "c", "l")
 DEFAULT_GAMMAS: Mapping[str, float] = MappingProxyType({"s": 1.4, "t": 2.0, "f": 2.0, "c": 1.4, "l": 2.0})

@@ -13,6 +13,7 @@ The demo is a chain of stages, one function each, all writing under one output f
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,10 +21,13 @@ from typing import Any
 
 from effvid.errors import EffvidError
 
+logger = logging.getLogger(__name__)
+
 PRESETS = ("tiny", "small")
 PAS_ITERATIONS = {"tiny": 2, "small": 3}
 """How many PAS iterations the demo runs after the base, per preset."""
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "demo"
+CONFIG_DIR = Path(__file__).resolve().parent / "configs" / "demo"
+"""The demo configs, shipped inside the package (so an installed wheel runs the demo anywhere)."""
 TABLE_COLUMNS = [("model", "model"), ("video_top1", "top-1"), ("video_top5", "top-5"),
                  ("gmacs_per_view", "GMACs/view"), ("views", "views"), ("gmacs_per_video", "GMACs/video"),
                  ("params", "params"), ("clips_per_second", "clips/s")]
@@ -52,24 +56,22 @@ def demo_config_path(preset: str) -> Path:
         raise EffvidError(f"unknown demo preset {preset!r}; choose from {', '.join(PRESETS)}")
     path = CONFIG_DIR / f"r2plus1d_synth_{preset}.yaml"
     if not path.exists():
-        raise EffvidError(f"{path}: the demo config is missing (run the demo from an effvid source checkout)")
+        raise EffvidError(f"{path}: the demo config is missing from this effvid installation")
     return path
 
 
 def stage_data(ctx: DemoContext) -> None:
     """Generate SynthActions ``ctx.preset`` into ``ctx.data_dir`` unless it is already there."""
-    from effvid.commands import info
     from effvid.data.synthetic import ensure_synthactions
 
     start = time.time()
-    info(f"demo: SynthActions-{ctx.preset} in {ctx.data_dir}")
+    logger.info(f"demo: SynthActions-{ctx.preset} in {ctx.data_dir}")
     ctx.manifest = ensure_synthactions(ctx.data_dir, ctx.preset)
     ctx.timings["data_s"] = time.time() - start
 
 
 def stage_train_base(ctx: DemoContext) -> None:
     """Train the base R(2+1)D on the training split, validating on the validation split."""
-    from effvid.commands import info
     from effvid.engine.train_config import load_train_config
     from effvid.engine.trainer import train
 
@@ -77,7 +79,7 @@ def stage_train_base(ctx: DemoContext) -> None:
     overrides = [f"run_dir={ctx.out_dir / 'base'}", f"data.train={ctx.manifest.annotations['train']}",
                  f"data.val={ctx.manifest.annotations['val']}"]
     cfg = load_train_config(demo_config_path(ctx.preset), overrides)
-    info(f"demo: training the base {cfg.model.name} ({cfg.epochs} epochs) in {cfg.run_dir}")
+    logger.info(f"demo: training the base {cfg.model.name} ({cfg.epochs} epochs) in {cfg.run_dir}")
     ctx.base_config = cfg
     ctx.base = train(cfg, progress=ctx.progress)
     ctx.timings["train_s"] = time.time() - start
@@ -100,12 +102,11 @@ def stage_evaluate(ctx: DemoContext) -> None:
 
 def stage_pas(ctx: DemoContext) -> None:
     """Shrink the base's best checkpoint with PAS on the same data; keep the summary and its plot."""
-    from effvid.commands import info
-    from effvid.shrink.demo_stage import run_demo_stage
+    from effvid.methods.pas.demo_stage import run_demo_stage
 
     start = time.time()
     iterations = PAS_ITERATIONS[ctx.preset]
-    info(f"demo: PAS, {iterations} iterations, in {ctx.out_dir / 'pas'}")
+    logger.info(f"demo: PAS, {iterations} iterations, in {ctx.out_dir / 'pas'}")
     cfg = ctx.base_config
     data = {"train": str(ctx.manifest.annotations["train"]), "val": str(ctx.manifest.annotations["val"]),
             "num_workers": 0, "val_views": list(cfg.data.val_views), "val_batch_size": cfg.data.val_batch_size}

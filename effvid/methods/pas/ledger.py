@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from effvid.engine.checkpoint import atomic_write
+from effvid.io import atomic_write
 from effvid.errors import ConfigError
 
 LEDGER_FILE = "ledger.json"

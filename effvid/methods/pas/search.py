@@ -2,7 +2,7 @@
 
 Each iteration applies every configured operator to the network selected at the previous
 iteration R_{tau-1} (R_0 = the base B). A hypothesis that cannot exist is recorded as
-``pruned`` with its reason. The others train in parallel (:mod:`effvid.shrink.runner`) with
+``pruned`` with its reason. The others train in parallel (:mod:`effvid.methods.pas.runner`) with
 CE + KD from B (Eq. 7); ``s``/``t``/``f`` start from R_{tau-1}'s weights at the learning rate
 times ``finetune_lr_scale`` (section 3.4), ``c``/``l`` from random weights.
 
@@ -22,17 +22,19 @@ are at or below ``target_gmacs``, or when every hypothesis of an iteration is pr
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from effvid.commands import info
 from effvid.errors import EffvidError
-from effvid.shrink.config import ShrinkConfig
-from effvid.shrink.ledger import BASE_ID, Ledger, control_id, hypothesis_id
-from effvid.shrink.operators import Pruned, Reduced, apply_operator
+from effvid.methods.pas.config import ShrinkConfig
+from effvid.methods.pas.ledger import BASE_ID, Ledger, control_id, hypothesis_id
+from effvid.methods.pas.operators import Pruned, Reduced, apply_operator
+
+logger = logging.getLogger(__name__)
 
 INPUT_OPERATORS = ("s", "t", "f")
 """Operators that keep every weight's shape, so their hypotheses can start from R_{tau-1}'s weights."""
@@ -108,7 +110,7 @@ def should_stop(selected_gmacs: float, target_gmacs: float | None) -> bool:
 # The loop
 
 
-def run_search(cfg: ShrinkConfig, *, ray_address: str | None = None, log: Callable[[str], None] = info,
+def run_search(cfg: ShrinkConfig, *, ray_address: str | None = None, log: Callable[[str], None] = logger.info,
                write_report: bool = True) -> dict[str, Any]:
     """Run (or resume) the PAS search of ``cfg``; returns the summary that ``report.json`` holds.
 
@@ -118,13 +120,13 @@ def run_search(cfg: ShrinkConfig, *, ray_address: str | None = None, log: Callab
     report of what finished is written).
     """
     from effvid.config import to_dict
-    from effvid.shrink.runner import RayRunner
+    from effvid.methods.pas.runner import RayRunner
 
     run_dir = Path(cfg.run_dir)
     ledger = Ledger.in_run_dir(run_dir)
     ledger.meta.update(config=to_dict(cfg))
     ledger.save()
-    from effvid.shrink.report import summarise, write_report as write
+    from effvid.methods.pas.report import summarise, write_report as write
 
     try:
         with RayRunner(cfg.resources, cfg.ray, address=ray_address, log=log) as runner:
@@ -180,7 +182,7 @@ class _Search:
     def _evaluate_base(self, checkpoint: str) -> dict[str, Any]:
         from effvid.engine.checkpoint import read_sidecar
         from effvid.engine.evaluate import evaluate
-        from effvid.engine.trainer import resolve_checkpoint
+        from effvid.engine.checkpoint import resolve_checkpoint
 
         stem = resolve_checkpoint(checkpoint)
         spec = _sidecar_spec(read_sidecar(stem), stem)
@@ -243,7 +245,7 @@ class _Search:
                 "run_dir": str(self.run_dir / "hypotheses" / entry_id)}
 
     def _hypothesis_config(self, entry: dict[str, Any]) -> Any:
-        from effvid.models.spec import ArchSpec
+        from effvid.spec import ArchSpec
 
         return self.cfg.train_config(entry["run_dir"], spec=ArchSpec.from_dict(entry["spec"]), teacher=entry["teacher"],
                                      init_from=entry["init_from"])
@@ -251,7 +253,7 @@ class _Search:
     # -- controls (Table 2) ----------------------------------------------------------------------
 
     def _controls(self) -> None:
-        from effvid.models.spec import ArchSpec
+        from effvid.spec import ArchSpec
 
         jobs = {}
         for selection in self.ledger.selections:
@@ -310,7 +312,7 @@ def _reduced_fields(state: Reduced) -> dict[str, Any]:
 
 
 def _cost_fields(spec: Any) -> dict[str, Any]:
-    from effvid.flops import count_spec
+    from effvid.cost.static import count_spec
 
     report = count_spec(spec)
     return {"gmacs": report.gmacs, "params": report.params, "input_shape": list(report.input_shape)}
@@ -318,7 +320,7 @@ def _cost_fields(spec: Any) -> dict[str, Any]:
 
 def _sidecar_spec(meta: Mapping[str, Any], stem: Any) -> Any:
     import effvid.models  # noqa: F401  (registers the families)
-    from effvid.models.spec import ArchSpec
+    from effvid.spec import ArchSpec
 
     if meta.get("spec") is None:
         raise EffvidError(f"{stem}.json: the base checkpoint has no ArchSpec; PAS needs one to reduce")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from effvid.commands import info
+logger = logging.getLogger(__name__)
+
 
 DEMO_RECIPES: dict[str, dict[str, Any]] = {
     "tiny": {"epochs": 1, "batch_size": 8, "max_steps_per_epoch": 4, "device": "cpu",
@@ -22,7 +24,7 @@ size depend on the loss scale, and the small R(2+1)D stays near chance under SGD
 
 
 def run_demo_stage(base_checkpoint: str | Path, data: dict[str, Any], out_dir: str | Path, *, iterations: int,
-                   preset: str, log: Callable[[str], None] = info) -> dict[str, Any]:
+                   preset: str, log: Callable[[str], None] = logger.info) -> dict[str, Any]:
     """Run PAS for ``iterations`` from ``base_checkpoint`` on ``data`` (a ``data:`` block: train, val, ...).
 
     Writes the run into ``out_dir`` (resumable like ``effvid shrink``) and returns the report
@@ -30,9 +32,9 @@ def run_demo_stage(base_checkpoint: str | Path, data: dict[str, Any], out_dir: s
     """
     from effvid.config import from_dict
     from effvid.errors import ConfigError
-    from effvid.shrink.config import ShrinkConfig
-    from effvid.shrink.report import table_markdown
-    from effvid.shrink.search import run_search
+    from effvid.methods.pas.config import ShrinkConfig
+    from effvid.methods.pas.report import table_markdown
+    from effvid.methods.pas.search import run_search
 
     if preset not in DEMO_RECIPES:
         raise ConfigError(f"PAS demo preset {preset!r}: choose one of {', '.join(DEMO_RECIPES)}")

@@ -8,13 +8,13 @@ import pytest
 
 from effvid.config import from_dict
 from effvid.errors import ConfigError
-from effvid.flops import count_spec
+from effvid.cost.static import count_spec
 from effvid.models import default_spec
-from effvid.shrink.config import ResourcesConfig, ShrinkConfig
-from effvid.shrink.ledger import Ledger, hypothesis_id
-from effvid.shrink.operators import DEFAULT_GAMMAS, Pruned, Reduced
-from effvid.shrink.runner import scaling_config, task_options
-from effvid.shrink.search import cost_ratios, eq1_score, generate_hypotheses, ratios_agree, select_hypothesis
+from effvid.methods.pas.config import ResourcesConfig, ShrinkConfig
+from effvid.methods.pas.ledger import Ledger, hypothesis_id
+from effvid.methods.pas.operators import DEFAULT_GAMMAS, Pruned, Reduced
+from effvid.methods.pas.runner import scaling_config, task_options
+from effvid.methods.pas.search import cost_ratios, eq1_score, generate_hypotheses, ratios_agree, select_hypothesis
 
 BASE = {"id": "base", "top1": 0.70, "top5": 0.90, "gmacs": 40.0}
 

@@ -7,7 +7,7 @@ and activations are excluded unless ``with_bn=True``; BatchNorm then counts
 (X3D-M 6.72 at 16x256x256, SlowFast 4x16 36.69 at 256). Bias additions are not counted.
 
 Counting runs :class:`torch.utils.flop_counter.FlopCounterMode` on the meta device: models
-named or given as an :class:`~effvid.models.spec.ArchSpec` are built under
+named or given as an :class:`~effvid.spec.ArchSpec` are built under
 ``torch.device("meta")`` and a model instance is run with meta stand-ins for its parameters
 and buffers, so nothing is allocated and a 40-GMAC model is counted in well under a second.
 """
@@ -26,7 +26,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from effvid.errors import ConfigError
-from effvid.models.spec import ArchSpec
+from effvid.spec import ArchSpec
 
 BN_MACS_PER_ELEMENT = 5
 """MACs counted per BatchNorm output element when ``with_bn`` (PyTorchVideo's convention)."""

@@ -15,15 +15,17 @@ is quick. ``effvid shrink report RUN_DIR`` rewrites it from the ledger alone.
 
 from __future__ import annotations
 
+import logging
 import json
 import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from effvid.commands import info
 from effvid.errors import ConfigError
-from effvid.shrink.ledger import BASE_ID, LEDGER_FILE, Ledger, control_id
+from effvid.methods.pas.ledger import BASE_ID, LEDGER_FILE, Ledger, control_id
+
+logger = logging.getLogger(__name__)
 
 REPORT_MD = "report.md"
 REPORT_JSON = "report.json"
@@ -78,10 +80,10 @@ def _row(model: str, entry: dict[str, Any], views: int, control: dict[str, Any] 
             "without_pas_top1": control.get("top1") if control is not None and control["status"] == "done" else None}
 
 
-def measure_latencies(ledger: Ledger, *, repeats: int, threads: int, log: Callable[[str], None] = info) -> None:
+def measure_latencies(ledger: Ledger, *, repeats: int, threads: int, log: Callable[[str], None] = logger.info) -> None:
     """Measure the batch-1 CPU latency of the base and every selected network not measured yet."""
-    from effvid.models.spec import ArchSpec
-    from effvid.shrink.latency import cpu_latency_ms
+    from effvid.spec import ArchSpec
+    from effvid.cost.latency import cpu_latency_ms
 
     if repeats < 1:
         return
@@ -93,7 +95,7 @@ def measure_latencies(ledger: Ledger, *, repeats: int, threads: int, log: Callab
             log(f"PAS report: {entry['id']} CPU latency {latency:.1f} ms at batch 1 ({threads} thread(s))")
 
 
-def write_report(run_dir: str | Path, *, log: Callable[[str], None] = info, measure: bool = True) -> dict[str, Any]:
+def write_report(run_dir: str | Path, *, log: Callable[[str], None] = logger.info, measure: bool = True) -> dict[str, Any]:
     """Write ``report.md``, ``report.json`` and the plot into ``run_dir`` from its ledger; returns the summary."""
     run_dir = Path(run_dir)
     if not (run_dir / LEDGER_FILE).exists():
