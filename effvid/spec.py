@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from effvid.errors import ConfigError
@@ -28,6 +28,47 @@ Sampling = Literal["dense", "segments"]
 
 KINETICS_MEAN = (0.45, 0.45, 0.45)
 KINETICS_STD = (0.225, 0.225, 0.225)
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A dynamic method (``name``: its folder under ``effvid.methods``) and its ``settings``,
+    a JSON-ready mapping the method validates into its own typed settings when it builds."""
+
+    name: str
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ConfigError(f"ArchSpec.method.name must be a method name, got {self.name!r}")
+        if not isinstance(self.settings, dict):
+            raise ConfigError(f"ArchSpec.method.settings must be a mapping, got {self.settings!r}")
+
+    def __hash__(self) -> int:
+        return hash(json.dumps(dataclasses.asdict(self), sort_keys=True))
+
+    @classmethod
+    def from_dict(cls, data: Any) -> MethodSpec:
+        """``{"name": ..., "settings": {...}}`` as a MethodSpec; anything else is a :class:`ConfigError`."""
+        if not isinstance(data, dict) or set(data) - {"name", "settings"} or "name" not in data:
+            raise ConfigError(f"ArchSpec.method must be a mapping with 'name' and optional 'settings', got {data!r}")
+        return cls(name=data["name"], settings=dict(data.get("settings") or {}))
+
+
+LEGACY_FAMILY_KEYS = ("alpha", "beta_inv", "fusion_kernel")
+"""Top-level keys of specs saved before the ``family`` slot (every family listed SlowFast's settings)."""
+
+
+def _migrate_legacy(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with :data:`LEGACY_FAMILY_KEYS` moved into ``family`` for SlowFast and dropped
+    for every other family, where they never applied."""
+    legacy = {k: data[k] for k in LEGACY_FAMILY_KEYS if k in data}
+    if not legacy:
+        return data
+    rest = {k: v for k, v in data.items() if k not in legacy}
+    if str(data.get("name", "")).startswith("slowfast"):
+        rest["family"] = {**legacy, **(data.get("family") or {})}
+    return rest
 
 
 @dataclass(frozen=True)
@@ -40,6 +81,11 @@ class ArchSpec:
     ``train_resize`` is the short-side scale-jitter range for training and ``test_resize``
     the short side before the test crop; ``None`` derives them from ``crop_size`` with the
     usual ratios (train ``[8/7, 10/7] * crop``, test ``8/7 * crop``).
+
+    ``family`` holds the settings only one family has (SlowFast's ``alpha``, ``beta_inv``,
+    ``fusion_kernel``), validated by that family's builder. ``method`` names the dynamic
+    method that wraps the family's network and its settings (``None``: the plain network), so
+    a dynamic model is described, saved and reduced like any other.
     """
 
     name: str
@@ -55,13 +101,15 @@ class ArchSpec:
     mean: tuple[float, float, float] = KINETICS_MEAN
     std: tuple[float, float, float] = KINETICS_STD
     dropout: float = 0.0
-    # SlowFast only: speed ratio alpha, channel ratio 1/beta_inv, lateral fusion kernel.
-    alpha: int = 8
-    beta_inv: int = 8
-    fusion_kernel: int = 5
+    family: dict[str, Any] = field(default_factory=dict)
+    method: MethodSpec | None = None
 
     def __post_init__(self) -> None:
-        for field in ("num_classes", "num_frames", "frame_stride", "crop_size", "alpha", "beta_inv"):
+        if not isinstance(self.family, dict) or not all(isinstance(k, str) for k in self.family):
+            raise ConfigError(f"ArchSpec.family must be a mapping of setting names to values, got {self.family!r}")
+        if self.method is not None and not isinstance(self.method, MethodSpec):
+            raise ConfigError(f"ArchSpec.method must be a MethodSpec (name and settings), got {self.method!r}")
+        for field in ("num_classes", "num_frames", "frame_stride", "crop_size"):
             value = getattr(self, field)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"ArchSpec.{field} must be a positive integer, got {value!r}")
@@ -103,17 +151,15 @@ class ArchSpec:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable dict; tuples become lists."""
+        """A JSON-serialisable dict; tuples become lists, ``method`` a ``{name, settings}`` dict."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ArchSpec:
         """Inverse of :meth:`to_dict`; unknown keys are a :class:`ConfigError` naming them."""
         if not isinstance(data, dict):
             raise ConfigError(f"an ArchSpec must be a mapping, got {type(data).__name__}")
+        data = _migrate_legacy(data)
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
@@ -121,11 +167,14 @@ class ArchSpec:
         if "name" not in data:
             raise ConfigError("an ArchSpec needs a 'name' (the registered model family)")
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        if values.get("method") is not None:
+            values["method"] = MethodSpec.from_dict(values["method"])
+        if values.get("family") is None:
+            values.pop("family", None)
         return cls(**values)
 
-    @classmethod
-    def from_json(cls, text: str) -> ArchSpec:
-        return cls.from_dict(json.loads(text))
+    def __hash__(self) -> int:
+        return hash(json.dumps(self.to_dict(), sort_keys=True))
 
 
 def round_channels(channels: int, width_mult: float = 1.0, divisor: int = 1) -> int:

@@ -54,7 +54,7 @@ if TINY not in list_models():
                                                train_resize=(72, 90), test_resize=72),
                    kind="3d", spatial_stride=16)(TinyNet)
     register_model(TINY_TWO_PATH, default_spec=ArchSpec(TINY_TWO_PATH, num_classes=5, num_frames=32, frame_stride=2,
-                                                        crop_size=64, alpha=8),
+                                                        crop_size=64, family={"alpha": 8}),
                    kind="slowfast", spatial_stride=16, min_frames=8)(TinyNet)
 
 
@@ -150,7 +150,7 @@ def test_slowfast_after_a_sequence_matches_table_9():
     spec = result.spec
     assert spec.crop_size == 224 / g["s"]
     assert spec.num_frames == 32 / (g["t"] * g["f"])  # fast pathway
-    assert spec.num_frames // spec.alpha == 4 / (g["t"] * g["f"])  # slow pathway
+    assert spec.num_frames // spec.family["alpha"] == 4 / (g["t"] * g["f"])  # slow pathway
     assert spec.num_frames * base.frame_stride == 64 / (g["t"] * g["f"])  # raw clip at the base stride
     assert spec.width_mult == pytest.approx(1 / g["c"]) and spec.depth_mult == pytest.approx(1 / g["l"])
     with torch.device("meta"):
@@ -158,6 +158,6 @@ def test_slowfast_after_a_sequence_matches_table_9():
 
         model = create_from_spec(spec)
     conv_out = sorted({m.out_channels for m in model.modules() if isinstance(m, nn.Conv3d)})
-    assert round_channels(64, 1 / g["c"], spec.beta_inv) in conv_out  # slow conv1 64/gc
+    assert round_channels(64, 1 / g["c"], spec.family["beta_inv"]) in conv_out  # slow conv1 64/gc
     assert math.isclose(count_spec(spec).gmacs / count_spec(base).gmacs,
                         1 / (g["s"] ** 2 * g["t"] * g["f"] * g["c"] ** 2 * g["l"]), rel_tol=0.35)

@@ -31,7 +31,7 @@ from effvid.spec import ArchSpec
 BN_MACS_PER_ELEMENT = 5
 """MACs counted per BatchNorm output element when ``with_bn`` (PyTorchVideo's convention)."""
 
-_BATCH_NORM_OPS = tuple(
+BATCH_NORM_OPS = tuple(
     getattr(torch.ops.aten, name)
     for name in (
         "native_batch_norm",
@@ -40,6 +40,7 @@ _BATCH_NORM_OPS = tuple(
     )
     if hasattr(torch.ops.aten, name)
 )
+"""The aten BatchNorm ops counted (with :func:`batch_norm_flops`) when ``with_bn``."""
 
 
 @dataclass(frozen=True)
@@ -153,7 +154,7 @@ def _count_meta_flops(
     model: nn.Module, shape: tuple[int, ...], *, with_bn: bool, per_layer: bool
 ) -> tuple[int, list[dict[str, Any]] | None]:
     """FLOPs (2 per MAC, FlopCounterMode's unit) of one eval-mode forward on the meta device."""
-    custom = {op: _batch_norm_flops for op in _BATCH_NORM_OPS} if with_bn else {}
+    custom = {op: batch_norm_flops for op in BATCH_NORM_OPS} if with_bn else {}
     stand_ins = {
         key: torch.empty(value.shape, dtype=value.dtype, device="meta")
         for key, value in (*model.named_parameters(), *model.named_buffers())
@@ -179,14 +180,17 @@ class _MetaBatchNormShortcut(TorchDispatchMode):
     """
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func._overloadpacket in _BATCH_NORM_OPS and args[0].device.type == "meta":
+        if func._overloadpacket in BATCH_NORM_OPS and args[0].device.type == "meta":
             x = args[0]
             return torch.empty_like(x), x.new_empty((0,)), x.new_empty((0,))
         return func(*args, **(kwargs or {}))
 
 
-def _batch_norm_flops(*args: Any, out_shape: Any = None, **kwargs: Any) -> int:
-    # FlopCounterMode counts 2 per MAC and count_cost halves every count.
+def batch_norm_flops(*args: Any, out_shape: Any = None, **kwargs: Any) -> int:
+    """FlopCounterMode formula for a BatchNorm op: :data:`BN_MACS_PER_ELEMENT` MACs per element.
+
+    FlopCounterMode counts 2 FLOPs per MAC and the counters halve every count.
+    """
     return 2 * BN_MACS_PER_ELEMENT * math.prod(args[0])
 
 

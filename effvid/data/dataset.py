@@ -2,7 +2,7 @@
 
 An item is a dict ``{"clip", "label", "video_index", "view_index", "skipped"}``:
 
-* ``clip``: float ``(C, T, H, W)``, or a list of them (one per resolution) for multi-resolution;
+* ``clip``: float ``(C, T, H, W)``;
 * ``label``: a scalar LongTensor, or a float multi-hot ``(num_classes,)`` for multi-label data;
 * ``video_index``/``view_index``: which record the clip came from and which test view it is
   (always 0 in training); evaluation averages the views of one ``video_index``;
@@ -71,7 +71,6 @@ class VideoDataset(Dataset):
         on_error: Literal["raise", "skip"] = "raise",
         flip: bool | None = None,
         target_fps: float | None = None,
-        resolutions: Sequence[int] | None = None,
         seed: int = 0,
         multiscale: bool | None = None,
         reader_options: Mapping[str, Any] | None = None,
@@ -93,13 +92,12 @@ class VideoDataset(Dataset):
         if train:
             self.num_clips, self.num_crops = 1, 1
             use_multiscale = spec.sampling == "segments" if multiscale is None else multiscale
-            self.transform = train_transform(spec, flip=bool(flip), multiscale=use_multiscale,
-                                             resolutions=resolutions)
+            self.transform = train_transform(spec, flip=bool(flip), multiscale=use_multiscale)
         else:
             if not isinstance(num_clips, int) or num_clips < 1:
                 raise ConfigError(f"num_clips must be a positive integer, got {num_clips!r}")
             self.num_clips, self.num_crops = num_clips, num_crops
-            self.transform = test_transform(spec, num_crops=num_crops, resolutions=resolutions)
+            self.transform = test_transform(spec, num_crops=num_crops)
         for record in self.records:
             labels = _labels(record)
             if not labels or any(not 0 <= label < spec.num_classes for label in labels):
@@ -157,7 +155,7 @@ class VideoDataset(Dataset):
     def _seed_sequence(self, index: int, attempt: int) -> np.random.SeedSequence:
         return np.random.SeedSequence([self.seed, self.epoch, index, attempt])
 
-    def _load(self, video: int, view: int, seeds: np.random.SeedSequence) -> torch.Tensor | list[torch.Tensor]:
+    def _load(self, video: int, view: int, seeds: np.random.SeedSequence) -> torch.Tensor:
         """Decode and transform view ``view`` of video ``video``; VideoError when it cannot be read."""
         record = self.records[video]
         rng = np.random.default_rng(seeds)

@@ -6,8 +6,8 @@ The composed transforms built by :func:`train_transform` and :func:`test_transfo
 frames a reader returned (``(T, H, W, 3)`` uint8, numpy or torch), a ``torch.Generator`` for
 their random draws (so results depend only on the generator, never on global state or on the
 DataLoader worker), and a crop index (which of the test crops), and return a float clip
-``(C, T, H, W)`` normalised with the spec's mean and std, or a list of such clips, one per
-requested resolution (multi-resolution inputs, as AR-Net feeds its backbones).
+``(C, T, H, W)`` normalised with the spec's mean and std. (A model that wants lower
+resolutions, as AR-Net's backbones do, makes them from this clip inside the model.)
 
 Geometry rules:
 
@@ -20,8 +20,7 @@ Geometry rules:
 * optional horizontal flip with probability 1/2 (off unless asked for: direction-sensitive data);
 * testing: short side resized to ``spec.test_short_side``, then the centre square, or (three
   crops) the start, centre and end squares along the long side (left/centre/right for
-  landscape frames, top/centre/bottom for portrait ones), centred on the short side;
-* multi-resolution copies are nearest-neighbour downsamplings of the final crop.
+  landscape frames, top/centre/bottom for portrait ones), centred on the short side.
 """
 
 from __future__ import annotations
@@ -37,7 +36,6 @@ from effvid.errors import ConfigError
 from effvid.spec import ArchSpec
 
 TSN_SCALES = (1.0, 0.875, 0.75, 0.66)
-Clip = torch.Tensor | list[torch.Tensor]
 
 
 def as_clip_tensor(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -104,13 +102,6 @@ def normalize(clip: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -
     return out.mul_(1.0 / (255.0 * std_t)).sub_(mean_t / std_t)
 
 
-def downsample_nearest(clip: torch.Tensor, size: int) -> torch.Tensor:
-    """A ``(C, T, H, W)`` clip resized to ``size x size`` by nearest neighbour (AR-Net's copies)."""
-    if clip.shape[-2:] == (size, size):
-        return clip
-    return F.interpolate(clip, size=(size, size), mode="nearest")
-
-
 def multiscale_crop_box(
     height: int,
     width: int,
@@ -146,14 +137,6 @@ def _randint(high: int, generator: torch.Generator | None) -> int:
     return int(torch.randint(high, (1,), generator=generator).item())
 
 
-def _finish(clip: torch.Tensor, spec: ArchSpec, resolutions: tuple[int, ...] | None) -> Clip:
-    """Normalise the final uint8 crop; one copy per resolution when ``resolutions`` is given."""
-    out = normalize(clip, spec.mean, spec.std)
-    if resolutions is None:
-        return out
-    return [downsample_nearest(out, size) for size in resolutions]
-
-
 @dataclass(frozen=True)
 class TrainTransform:
     """Random training geometry for one clip (see the module doc); build with :func:`train_transform`."""
@@ -161,10 +144,9 @@ class TrainTransform:
     spec: ArchSpec
     flip: bool = False
     multiscale: bool = False
-    resolutions: tuple[int, ...] | None = None
 
     def __call__(self, frames: np.ndarray | torch.Tensor, generator: torch.Generator | None = None,
-                 crop_index: int = 0) -> Clip:
+                 crop_index: int = 0) -> torch.Tensor:
         """The augmented, normalised clip; ``crop_index`` is ignored (one random crop)."""
         clip = as_clip_tensor(frames)
         size = self.spec.crop_size
@@ -180,7 +162,7 @@ class TrainTransform:
             clip = crop(clip, top, left, size, size)
         if self.flip and _randint(2, generator):
             clip = flip(clip)
-        return _finish(clip, self.spec, self.resolutions)
+        return normalize(clip, self.spec.mean, self.spec.std)
 
 
 @dataclass(frozen=True)
@@ -189,10 +171,9 @@ class TestTransform:
 
     spec: ArchSpec
     num_crops: int = 1
-    resolutions: tuple[int, ...] | None = None
 
     def __call__(self, frames: np.ndarray | torch.Tensor, generator: torch.Generator | None = None,
-                 crop_index: int = 0) -> Clip:
+                 crop_index: int = 0) -> torch.Tensor:
         """The normalised test view number ``crop_index`` (in ``range(num_crops)``)."""
         if not 0 <= crop_index < self.num_crops:
             raise ValueError(f"crop_index {crop_index} outside range({self.num_crops})")
@@ -203,34 +184,23 @@ class TestTransform:
             top, left = (height - size) // 2, (width - size) // 2
         else:
             top, left = three_crop_offsets(height, width, size)[crop_index]
-        return _finish(crop(clip, top, left, size, size), self.spec, self.resolutions)
+        return normalize(crop(clip, top, left, size, size), self.spec.mean, self.spec.std)
 
 
-def _check_resolutions(spec: ArchSpec, resolutions: Sequence[int] | None) -> tuple[int, ...] | None:
-    if resolutions is None:
-        return None
-    sizes = tuple(resolutions)
-    if not sizes or any(not isinstance(r, int) or isinstance(r, bool) or not 0 < r <= spec.crop_size for r in sizes):
-        raise ConfigError(f"resolutions must be crop sizes in 1..{spec.crop_size} (the crop), got {list(sizes)!r}")
-    return sizes
-
-
-def train_transform(spec: ArchSpec, *, flip: bool = False, multiscale: bool = False,
-                    resolutions: Sequence[int] | None = None) -> TrainTransform:
+def train_transform(spec: ArchSpec, *, flip: bool = False, multiscale: bool = False) -> TrainTransform:
     """The training transform for ``spec``; a :class:`ConfigError` when the resize range is below the crop."""
     low = spec.test_short_side if multiscale else spec.train_resize_range[0]
     if low < spec.crop_size:
         key = "test_resize" if multiscale else "train_resize"
         raise ConfigError(f"ArchSpec.{key} short side {low} is smaller than crop_size {spec.crop_size}")
-    return TrainTransform(spec, flip=flip, multiscale=multiscale, resolutions=_check_resolutions(spec, resolutions))
+    return TrainTransform(spec, flip=flip, multiscale=multiscale)
 
 
-def test_transform(spec: ArchSpec, *, num_crops: int = 1,
-                   resolutions: Sequence[int] | None = None) -> TestTransform:
+def test_transform(spec: ArchSpec, *, num_crops: int = 1) -> TestTransform:
     """The test transform for ``spec``: 1 (centre) or 3 crops; a :class:`ConfigError` otherwise."""
     if num_crops not in (1, 3):
         raise ConfigError(f"num_crops must be 1 (centre crop) or 3 (three crops), got {num_crops!r}")
     if spec.test_short_side < spec.crop_size:
         raise ConfigError(f"ArchSpec.test_resize {spec.test_short_side} is smaller than crop_size {spec.crop_size}")
-    return TestTransform(spec, num_crops=num_crops, resolutions=_check_resolutions(spec, resolutions))
+    return TestTransform(spec, num_crops=num_crops)
 

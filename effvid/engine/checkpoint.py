@@ -291,13 +291,11 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
     """The model of a checkpoint, built from its ArchSpec and loaded strictly, in eval mode."""
-    from effvid.models.registry import create_from_spec, list_models
+    from effvid.models.registry import create_from_spec
 
     state, meta = load_checkpoint(path, map_location=map_location)
     if meta.get("spec") is None:
         raise CheckpointError(f"{checkpoint_stem(path)}.json: the checkpoint has no ArchSpec to build a model from")
-    if meta["spec"].get("name") not in list_models():
-        import effvid.models  # noqa: F401  (importing the package registers every family)
     try:
         model = create_from_spec(ArchSpec.from_dict(meta["spec"]))
     except ConfigError as exc:

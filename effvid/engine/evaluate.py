@@ -2,9 +2,16 @@
 
 Each video is seen as ``K`` temporal clips x ``C`` spatial crops; the views' softmax
 probabilities are averaged per video (:mod:`effvid.engine.metrics` defines every metric).
-Cost is GMACs per view at the spec's input shape (:func:`effvid.cost.static.count_cost`) and per
-video (times ``K * C``). ``clips_per_second`` is views divided by the time spent in the
-model's forward passes (decoding excluded), measured on the device the model sits on.
+
+Cost, in GMACs at the spec's input shape, for every model the same way: per view the mean,
+min and max over the views evaluated (``gmacs_per_view``, ``_min``, ``_max``), per video the
+same over videos (the sum of a video's views), and the dense cost (every decision at its
+largest: ``dense_gmacs_per_view``, ``dense_gmacs_per_video``). A static network's cost is
+its static count (:func:`effvid.cost.static.count_cost`), so the four agree; a dynamic
+network reports each view's cost from its decisions (:class:`~effvid.models.base.ModelOutput`)
+and its dense cost through ``dense_gmacs()``. ``clips_per_second`` is views divided by the
+time spent in the model's forward passes (decoding excluded), measured on the device the
+model sits on.
 """
 
 from __future__ import annotations
@@ -17,8 +24,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from effvid.cost.static import count_cost as count_static
+from effvid.cost.static import spec_input_shape
 from effvid.data.annotations import Annotation, load_annotations
 from effvid.errors import ConfigError
+from effvid.models.base import is_dynamic, model_output
 from effvid.spec import ArchSpec
 
 
@@ -39,16 +49,44 @@ class EvalResult:
     num_videos: int
     input_shape: tuple[int, ...] = ()
     confusion_png: str | None = None
+    cost: dict[str, float] = field(default_factory=dict)
+    dynamic: bool = False
     video_probs: torch.Tensor | None = field(default=None, repr=False)
     video_targets: torch.Tensor | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        """The metrics as a JSON-ready dict (without the per-video probabilities)."""
+        """The metrics as a JSON-ready dict (without the per-video probabilities); ``cost``'s
+        keys (:data:`COST_KEYS`) sit at the top level."""
         return {"clip_top1": self.clip_top1, "video_top1": self.video_top1, "video_top5": self.video_top5,
-                "mean_class_acc": self.mean_class_acc, "mAP": self.mAP, "gmacs_per_view": self.gmacs_per_view,
-                "gmacs_per_video": self.gmacs_per_video, "views": list(self.views), "params": self.params,
-                "clips_per_second": self.clips_per_second, "num_videos": self.num_videos,
-                "input_shape": list(self.input_shape), "confusion_png": self.confusion_png}
+                "mean_class_acc": self.mean_class_acc, "mAP": self.mAP, **self.cost, "views": list(self.views),
+                "params": self.params, "clips_per_second": self.clips_per_second, "num_videos": self.num_videos,
+                "input_shape": list(self.input_shape), "dynamic": self.dynamic, "confusion_png": self.confusion_png}
+
+
+COST_KEYS = ("gmacs_per_view", "gmacs_per_view_min", "gmacs_per_view_max", "dense_gmacs_per_view",
+             "gmacs_per_video", "gmacs_per_video_min", "gmacs_per_video_max", "dense_gmacs_per_video")
+"""The cost figures every evaluation and prediction reports (module docstring)."""
+
+
+def cost_summary(view_gmacs: torch.Tensor, video_index: torch.Tensor, *, dense_gmacs: float,
+                 views_per_video: int) -> dict[str, float]:
+    """The :data:`COST_KEYS` from each evaluated view's GMACs and the video it belongs to."""
+    view_gmacs = view_gmacs.double()
+    index = video_index.long()
+    per_video = torch.zeros(int(index.max()) + 1, dtype=torch.float64).index_add_(0, index, view_gmacs)
+    return {"gmacs_per_view": float(view_gmacs.mean()), "gmacs_per_view_min": float(view_gmacs.min()),
+            "gmacs_per_view_max": float(view_gmacs.max()), "dense_gmacs_per_view": float(dense_gmacs),
+            "gmacs_per_video": float(per_video.mean()), "gmacs_per_video_min": float(per_video.min()),
+            "gmacs_per_video_max": float(per_video.max()),
+            "dense_gmacs_per_video": float(dense_gmacs) * views_per_video}
+
+
+def static_cost_summary(gmacs: float, views_per_video: int) -> dict[str, float]:
+    """The :data:`COST_KEYS` of a static network of ``gmacs`` per view: every figure agrees."""
+    per_video = gmacs * views_per_video
+    return {"gmacs_per_view": gmacs, "gmacs_per_view_min": gmacs, "gmacs_per_view_max": gmacs,
+            "dense_gmacs_per_view": gmacs, "gmacs_per_video": per_video, "gmacs_per_video_min": per_video,
+            "gmacs_per_video_max": per_video, "dense_gmacs_per_video": per_video}
 
 
 def parse_views(text: str) -> tuple[int, int]:
@@ -83,7 +121,8 @@ def evaluate(model_or_checkpoint: nn.Module | str | Path, annotation: str | Path
     restored afterwards. A label outside the model's classes is a :class:`ConfigError`.
     """
     from effvid.data.dataset import VideoDataset, build_loader
-    from effvid.engine.metrics import confusion_matrix, multiview_metrics, plot_confusion_matrix
+    from effvid.engine.metrics import confusion_matrix, multiview_metrics
+    from effvid.report.plots import plot_confusion_matrix
 
     model, meta = resolve_model(model_or_checkpoint)
     spec = spec or getattr(model, "spec", None)
@@ -97,7 +136,7 @@ def evaluate(model_or_checkpoint: nn.Module | str | Path, annotation: str | Path
     loader = build_loader(dataset, batch_size=batch_size, num_workers=num_workers, shuffle=False, seed=0,
                           drop_last=False, distributed=False)
     device = next(model.parameters()).device
-    logits, targets, video_index, view_index = [], [], [], []
+    logits, targets, video_index, view_index, costs = [], [], [], [], []
     forward_s = 0.0
     was_training = model.training
     model.eval()
@@ -106,11 +145,13 @@ def evaluate(model_or_checkpoint: nn.Module | str | Path, annotation: str | Path
             for batch in _progress(loader, progress):
                 clip = to_device(batch["clip"], device)
                 start = time.perf_counter()
-                out = _logits(model(clip))
+                out = model_output(model, clip)
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
                 forward_s += time.perf_counter() - start
-                logits.append(out.float().cpu())
+                logits.append(out.logits.float().cpu())
+                if out.cost is not None:
+                    costs.append(out.cost.double().cpu())
                 targets.append(batch["label"])
                 video_index.append(batch["video_index"])
                 view_index.append(batch["view_index"])
@@ -126,37 +167,27 @@ def evaluate(model_or_checkpoint: nn.Module | str | Path, annotation: str | Path
         matrix = confusion_matrix(metrics["video_probs"], metrics["video_targets"])
         names = annotation.class_names if len(annotation.class_names) == spec.num_classes else meta.get("class_names", [])
         png = str(plot_confusion_matrix(matrix, names or [str(i) for i in range(spec.num_classes)], confusion_png))
-    gmacs, params, shape = _cost(model, spec) if count_cost else (float("nan"), _params(model), ())
+    shape = spec_input_shape(spec)
+    if costs:
+        cost = cost_summary(torch.cat(costs), torch.cat(video_index), dense_gmacs=model.dense_gmacs(),
+                            views_per_video=clips * crops)
+    elif count_cost:
+        cost = static_cost_summary(count_static(model, shape).gmacs, clips * crops)
+    else:
+        cost = {}
     return EvalResult(
         clip_top1=metrics["clip_top1"], video_top1=metrics["video_top1"], video_top5=metrics["video_top5"],
-        mean_class_acc=metrics["mean_class_accuracy"], mAP=metrics["mAP"], gmacs_per_view=gmacs,
-        gmacs_per_video=gmacs * clips * crops, views=(clips, crops), params=params,
+        mean_class_acc=metrics["mean_class_accuracy"], mAP=metrics["mAP"],
+        gmacs_per_view=cost.get("gmacs_per_view", float("nan")),
+        gmacs_per_video=cost.get("gmacs_per_video", float("nan")), views=(clips, crops),
+        params=sum(p.numel() for p in model.parameters()),
         clips_per_second=len(all_logits) / forward_s if forward_s > 0 else float("nan"),
-        num_videos=metrics["num_videos"], input_shape=shape, confusion_png=png,
-        video_probs=metrics["video_probs"], video_targets=metrics["video_targets"])
+        num_videos=metrics["num_videos"], input_shape=tuple(shape), confusion_png=png, cost=cost,
+        dynamic=is_dynamic(model), video_probs=metrics["video_probs"], video_targets=metrics["video_targets"])
 
 
-def _cost(model: nn.Module, spec: ArchSpec) -> tuple[float, int, tuple[int, ...]]:
-    from effvid.cost.static import count_cost, spec_input_shape
-
-    report = count_cost(model, spec_input_shape(spec))
-    return report.gmacs, report.params, tuple(report.input_shape)
-
-
-def _params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def _logits(output: Any) -> torch.Tensor:
-    from effvid.engine.losses import output_logits
-
-    return output_logits(output)
-
-
-def to_device(clip: Any, device: torch.device) -> Any:
-    """A clip tensor, or a list of them (multi-resolution), moved to ``device``."""
-    if isinstance(clip, (list, tuple)):
-        return [c.to(device, non_blocking=True) for c in clip]
+def to_device(clip: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A clip batch moved to ``device`` (without waiting, from pinned memory)."""
     return clip.to(device, non_blocking=True)
 
 

@@ -2,9 +2,12 @@
 :class:`LossComposer` that sums named, weighted, scheduled loss terms.
 
 A loss term is any callable ``fn(ctx: LossContext) -> Tensor`` (a scalar). The trainer builds
-one :class:`LossContext` per step (student logits, targets, inputs, extra model outputs,
-epoch) and calls the composer, which returns the weighted total and every active term's
-unweighted value for logging. Dynamic methods add their efficiency terms the same way.
+one :class:`LossContext` per step (student logits, targets, inputs, the model's per-sample
+cost and decisions, epoch) and calls the composer, which returns the weighted total and every
+active term's unweighted value for logging. Dynamic methods add their efficiency terms the
+same way. A term may be an ``nn.Module`` with trainable parameters (feature distillation's
+connectors, a method's auxiliary heads): :class:`TrainStep` holds the model and those modules
+as one module, so DDP averages their gradients with the model's and checkpoints keep them.
 
 Distillation (PAS, section 3.3, Eq. 7): ``L = CE + alpha * t^2 * KL(teacher || student)``
 with both distributions softened at temperature ``t`` (defaults ``t = 5``, ``alpha = 500``).
@@ -38,6 +41,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from effvid.engine.schedules import WeightScheduleKind, scheduled_weight
 from effvid.errors import ConfigError
+from effvid.models.base import model_output
 
 KLReduction = Literal["mean", "batchmean"]
 BNMode = Literal["train", "eval"]
@@ -134,17 +138,6 @@ def distillation_loss(student_logits: Tensor, teacher_logits: Tensor, targets: T
 # The frozen teacher
 
 
-def output_logits(output: Any) -> Tensor:
-    """The logits of a model output: the tensor itself, ``output["logits"]``, or the first item of a tuple."""
-    if isinstance(output, Tensor):
-        return output
-    if isinstance(output, Mapping):
-        return output["logits"]
-    if isinstance(output, (tuple, list)):
-        return output[0]
-    raise TypeError(f"cannot find logits in a model output of type {type(output).__name__}")
-
-
 class FrozenTeacher:
     """A teacher network whose weights and BN statistics never change.
 
@@ -188,7 +181,7 @@ class FrozenTeacher:
         """The teacher's logits for ``inputs`` (no gradient, no state change)."""
         self._set_modes()
         with torch.no_grad():
-            return output_logits(self.model(inputs))
+            return self.model(inputs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -199,16 +192,18 @@ class FrozenTeacher:
 class LossContext:
     """Everything a loss term may read for one training step.
 
-    ``outputs`` holds extra model outputs (per-sample cost, policies) for efficiency terms;
-    ``teacher_inputs`` defaults to ``inputs``; ``cache`` is shared by the terms of one step
-    (the teacher runs once however many terms use it).
+    ``cost`` is a dynamic model's per-sample cost in GMACs (``None`` for a static network) and
+    ``decisions`` its named decisions, both from :class:`~effvid.models.base.ModelOutput`, for
+    efficiency terms; ``teacher_inputs`` defaults to ``inputs``; ``cache`` is shared by the
+    terms of one step (the teacher runs once however many terms use it).
     """
 
     logits: Tensor
     targets: Tensor
     inputs: Any = None
     teacher_inputs: Any = None
-    outputs: Mapping[str, Any] = field(default_factory=dict)
+    cost: Tensor | None = None
+    decisions: Mapping[str, Tensor] = field(default_factory=dict)
     epoch: float = 0.0
     cache: dict[str, Any] = field(default_factory=dict)
 
@@ -297,6 +292,17 @@ class LossComposer:
         if unknown:
             raise ConfigError(f"unknown loss term(s) {', '.join(map(repr, unknown))}; defined: {', '.join(self._terms)}")
         self._active = names
+
+    def modules(self) -> nn.ModuleDict:
+        """The terms that are ``nn.Module`` (they may own trainable parameters), by name."""
+        return nn.ModuleDict({name: term.fn for name, term in self._terms.items() if isinstance(term.fn, nn.Module)})
+
+    def close(self) -> None:
+        """Release what terms hold outside themselves (hooks on the models): each term's ``close()``."""
+        for term in self._terms.values():
+            close = getattr(term.fn, "close", None)
+            if callable(close):
+                close()
 
     def weights(self, epoch: float) -> dict[str, float]:
         """Each active term's weight at ``epoch``."""
@@ -431,8 +437,8 @@ class FeatureDistillation(nn.Module):
     to ``(B, C, T, h, w)`` first when the frame counts differ). The term averages over feature maps. It is
     called as a loss term (``module(ctx)``).
 
-    The connectors are trainable: put ``parameters()`` in the optimizer and ``state_dict()``
-    in the training state (under DDP, average their gradients across ranks). Student
+    The connectors are trainable: the trainer's :class:`TrainStep` holds this module with the
+    student, so they are optimised, averaged across DDP ranks and checkpointed with it. Student
     features are recorded only while the student is in train mode. Stage outputs of effvid
     ResNets are post-ReLU (non-negative), where the margin changes nothing and the term is
     the partial L2 alone.
@@ -498,7 +504,7 @@ class FeatureDistillation(nn.Module):
         self._teacher_feats[:] = [None] * len(self._teacher_feats)
         return torch.stack(losses).mean()
 
-    def remove_hooks(self) -> None:
+    def close(self) -> None:
         """Detach the hooks from student and teacher."""
         for handle in self._handles:
             handle.remove()
@@ -526,3 +532,25 @@ def add_distillation_terms(composer: LossComposer, cfg: DistillConfig, teacher: 
     features = FeatureDistillation(student, teacher, kind=cfg.feature)
     composer.add("feature", features, weight=cfg.feature_weight)
     return features
+
+
+class TrainStep(nn.Module):
+    """One training step's forward as a module: the model, then the composed loss.
+
+    ``forward(clip, targets, epoch)`` runs the model through its contract
+    (:func:`~effvid.models.base.model_output`), builds the :class:`LossContext` and returns the
+    composer's ``(total, values)``. The composer's module terms are registered under
+    ``losses``, so wrapping a ``TrainStep`` in DDP averages their gradients with the model's.
+    """
+
+    def __init__(self, model: nn.Module, composer: LossComposer) -> None:
+        super().__init__()
+        self.model = model
+        self.losses = composer.modules()
+        self.composer = composer
+
+    def forward(self, clip: Any, targets: Tensor, epoch: float) -> tuple[Tensor, dict[str, Tensor]]:
+        output = model_output(self.model, clip)
+        ctx = LossContext(logits=output.logits, targets=targets, inputs=clip, cost=output.cost,
+                          decisions=output.decisions, epoch=epoch)
+        return self.composer(ctx)

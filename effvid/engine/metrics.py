@@ -15,8 +15,6 @@ multi-label). Definitions:
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -120,30 +118,3 @@ def multiview_metrics(logits: Tensor, targets: Tensor, video_index: Tensor, view
         "video_targets": video_targets,
     }
     return result
-
-
-def plot_confusion_matrix(matrix: Tensor, class_names: Sequence[str], path: str | Path, *,
-                          normalize: bool = True, title: str = "Confusion matrix") -> Path:
-    """Write ``matrix`` (rows true, columns predicted) as a PNG heat map; rows normalised to recall if asked."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    values = matrix.double().cpu()
-    if normalize:
-        values = values / values.sum(dim=1, keepdim=True).clamp_min(1)
-    k = values.shape[0]
-    size = min(2.0 + 0.35 * k, 40.0)
-    fig = Figure(figsize=(size, size))
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    image = ax.imshow(values.numpy(), cmap="Blues", vmin=0.0, vmax=1.0 if normalize else None)
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
-    ax.set(title=title, xlabel="predicted", ylabel="true")
-    if k <= 60:
-        ax.set_xticks(range(k), list(class_names), rotation=90, fontsize=7)
-        ax.set_yticks(range(k), list(class_names), fontsize=7)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    return path

@@ -1,4 +1,4 @@
-"""Training-stage helpers: which parameters train, the stage-aware LR curve, and partial weight loading."""
+"""Training-stage helpers: which parameters train in a stage, the stage of an epoch, and partial weight loading."""
 
 from __future__ import annotations
 
@@ -7,9 +7,7 @@ from fnmatch import fnmatchcase
 
 import torch
 from torch import nn
-from torch.optim.lr_scheduler import LambdaLR
 
-from effvid.engine.schedules import ScheduleConfig, lr_factor
 from effvid.engine.train_config import StageConfig
 from effvid.errors import CheckpointError, ConfigError
 
@@ -43,25 +41,6 @@ def stage_of_epoch(stages: Sequence[StageConfig], epoch: int) -> int:
         if epoch < end:
             return index
     return len(stages) - 1
-
-
-def build_stage_scheduler(optimizer: torch.optim.Optimizer, schedule: ScheduleConfig, stages: Sequence[StageConfig], *,
-                          iters_per_epoch: int) -> LambdaLR:
-    """Per-iteration LambdaLR: the schedule's factor over the whole run times the current stage's ``lr_scale``.
-
-    The factor depends only on the step count, so a resumed run (scheduler state loaded)
-    continues the same curve.
-    """
-    total = sum(s.epochs for s in stages)
-    if schedule.decay == "cosine" and total <= schedule.warmup_epochs:
-        raise ConfigError(f"schedule: cosine decay needs more epochs ({total}) than warm-up ({schedule.warmup_epochs})")
-    scales = [stages[stage_of_epoch(stages, e)].lr_scale for e in range(total)]
-
-    def factor(step: int) -> float:
-        epoch = step / iters_per_epoch
-        return lr_factor(schedule, epoch, total) * scales[min(int(epoch), total - 1)]
-
-    return LambdaLR(optimizer, factor)
 
 
 def load_matching(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> tuple[int, int]:

@@ -13,20 +13,21 @@ from typing import Any
 import torch
 
 from effvid.data.annotations import Annotation, VideoRecord
-from effvid.engine.evaluate import resolve_model, to_device
-from effvid.engine.losses import output_logits
+from effvid.cost.static import count_cost, spec_input_shape
+from effvid.engine.evaluate import cost_summary, resolve_model, static_cost_summary, to_device
 from effvid.errors import ConfigError, VideoError
+from effvid.models.base import is_dynamic, model_output
 
 
 def predict(checkpoint: str | Path, video_path: str | Path, *, topk: int = 5, views: tuple[int, int] = (1, 1),
             backend: str = "pyav") -> dict[str, Any]:
-    """``{"video", "topk": [{"class", "index", "probability"}], "views", "gmacs_per_view", "gmacs", ...}``.
+    """``{"video", "topk": [{"class", "index", "probability"}], "views", "gmacs", <COST_KEYS>, ...}``.
 
     Probabilities are the softmax averaged over the ``K x C`` views; ``gmacs`` is the cost of
-    all views (per view x views).
+    all views of this video, and the cost keys of :mod:`effvid.engine.evaluate` (mean, min and
+    max per view, dense cost) describe how it was spent.
     """
     from effvid.data.dataset import VideoDataset
-    from effvid.cost.static import count_cost, spec_input_shape
 
     if topk < 1:
         raise ConfigError(f"topk must be >= 1, got {topk}")
@@ -42,22 +43,26 @@ def predict(checkpoint: str | Path, video_path: str | Path, *, topk: int = 5, vi
     dataset = VideoDataset(annotation, spec=spec, train=False, backend=backend, num_clips=clips, num_crops=crops,
                            target_fps=(meta.get("transforms") or {}).get("target_fps"))
     device = next(model.parameters()).device
-    clips_in = [dataset[i]["clip"] for i in range(len(dataset))]
-    if isinstance(clips_in[0], list):
-        raise ConfigError(f"{checkpoint}: multi-resolution models are not supported by predict")
+    clips_in = torch.stack([dataset[i]["clip"] for i in range(len(dataset))])
     with torch.no_grad():
-        logits = output_logits(model(to_device(torch.stack(clips_in), device))).float().cpu()
-    probs = torch.softmax(logits, dim=-1).mean(dim=0)
+        out = model_output(model, to_device(clips_in, device))
+    probs = torch.softmax(out.logits.float().cpu(), dim=-1).mean(dim=0)
     k = min(topk, probs.numel())
     top = probs.topk(k)
-    cost = count_cost(model, spec_input_shape(spec))
+    shape = spec_input_shape(spec)
+    if out.cost is not None:
+        cost = cost_summary(out.cost.cpu(), torch.zeros(len(clips_in), dtype=torch.long),
+                            dense_gmacs=model.dense_gmacs(), views_per_video=clips * crops)
+    else:
+        cost = static_cost_summary(count_cost(model, shape).gmacs, clips * crops)
     return {
         "video": str(path),
         "topk": [{"class": names[i], "index": int(i), "probability": float(p)}
                  for p, i in zip(top.values.tolist(), top.indices.tolist())],
         "views": [clips, crops],
-        "gmacs_per_view": cost.gmacs,
-        "gmacs": cost.gmacs * clips * crops,
-        "input_shape": list(cost.input_shape),
+        "gmacs": cost["gmacs_per_video"],
+        **cost,
+        "input_shape": list(shape),
         "model": spec.name,
+        "dynamic": is_dynamic(model),
     }

@@ -10,7 +10,7 @@ resumed run continues the same curve. Loss-term weights follow :func:`scheduled_
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -24,7 +24,7 @@ WeightScheduleKind = Literal["constant", "linear", "exponential"]
 
 @dataclass(frozen=True)
 class OptimConfig:
-    """Optimizer settings. ``grad_clip_norm`` (max global L2 norm, ``None`` = off) is applied by the trainer."""
+    """Optimizer settings (gradient clipping is the trainer's ``clip_grad``)."""
 
     name: Literal["sgd", "adamw"] = "sgd"
     lr: float = 0.1
@@ -33,7 +33,6 @@ class OptimConfig:
     weight_decay: float = 1e-4
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
-    grad_clip_norm: float | None = None
 
     def __post_init__(self) -> None:
         if not self.lr > 0:
@@ -42,8 +41,6 @@ class OptimConfig:
             raise ConfigError(f"optim.weight_decay must be >= 0, got {self.weight_decay}")
         if self.nesterov and (self.name != "sgd" or self.momentum <= 0):
             raise ConfigError("optim.nesterov needs name: sgd and a positive momentum")
-        if self.grad_clip_norm is not None and not self.grad_clip_norm > 0:
-            raise ConfigError(f"optim.grad_clip_norm must be positive or null, got {self.grad_clip_norm}")
 
 
 @dataclass(frozen=True)
@@ -101,21 +98,27 @@ def lr_factor(cfg: ScheduleConfig, epoch: float, total_epochs: float) -> float:
     return warm * decay
 
 
-def build_lr_scheduler(optimizer: torch.optim.Optimizer, cfg: ScheduleConfig, *, total_epochs: float,
-                       iters_per_epoch: int) -> LambdaLR:
+def build_lr_scheduler(optimizer: torch.optim.Optimizer, cfg: ScheduleConfig, *, total_epochs: int,
+                       iters_per_epoch: int, epoch_scales: Sequence[float] | None = None) -> LambdaLR:
     """A per-iteration LambdaLR following :func:`lr_factor`; call ``.step()`` after every optimizer step.
 
-    Its ``state_dict`` holds only numbers (the lambda is a closure), so it survives
-    ``torch.load(weights_only=True)``; loading it into a scheduler built with the same
-    arguments resumes the same curve.
+    ``epoch_scales[e]`` multiplies the factor during epoch ``e`` (a training stage's
+    ``lr_scale``; default 1). The factor depends only on the step count and its ``state_dict``
+    holds only numbers (the lambda is a closure), so it survives ``torch.load(weights_only=True)``
+    and a resumed run, its state loaded into a scheduler built with the same arguments,
+    continues the same curve.
     """
     if iters_per_epoch < 1:
         raise ValueError(f"iters_per_epoch must be >= 1, got {iters_per_epoch}")
     if cfg.decay == "cosine" and total_epochs <= cfg.warmup_epochs:
         raise ConfigError(f"schedule: cosine decay needs more epochs ({total_epochs}) than warm-up ({cfg.warmup_epochs})")
+    scales = list(epoch_scales) if epoch_scales is not None else [1.0] * total_epochs
+    if len(scales) != total_epochs:
+        raise ValueError(f"epoch_scales has {len(scales)} entries for {total_epochs} epochs")
 
     def factor(step: int) -> float:
-        return lr_factor(cfg, step / iters_per_epoch, total_epochs)
+        epoch = step / iters_per_epoch
+        return lr_factor(cfg, epoch, total_epochs) * scales[min(int(epoch), total_epochs - 1)]
 
     return LambdaLR(optimizer, factor)
 

@@ -9,6 +9,7 @@ is typed; an unknown key or a wrong type is a :class:`~effvid.errors.ConfigError
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -17,40 +18,41 @@ from effvid.config import load_config
 from effvid.engine.losses import DistillConfig, LossTermConfig
 from effvid.engine.schedules import OptimConfig, ScheduleConfig
 from effvid.errors import ConfigError
+from effvid.models.registry import default_spec
 from effvid.spec import ArchSpec
 
-_SPEC_OVERRIDES = ("num_frames", "frame_stride", "crop_size", "width_mult", "depth_mult", "sampling",
-                   "train_resize", "test_resize", "dropout", "alpha", "beta_inv", "fusion_kernel")
-
-
 @dataclass(frozen=True)
-class ModelConfig:
+class PretrainedConfig:
+    """Weights to start from: a checkpoint ``path`` in ``source``'s layout (effvid, torchvision,
+    PyTorchVideo or PySlowFast), loaded strictly by :func:`effvid.models.load_pretrained`.
+    A classifier for another class count is replaced when ``replace_head`` is true."""
+
+    path: str
+    source: Literal["effvid", "torchvision", "pytorchvideo", "pyslowfast"] = "effvid"
+    replace_head: bool = True
+
+
+class _ModelConfigBase:
     """A registered model ``name`` with ArchSpec overrides, or a complete ``spec`` mapping (PAS uses that).
 
-    ``num_classes`` comes from the training annotation unless given here.
+    Every :class:`~effvid.spec.ArchSpec` field but ``name`` is an optional override here (the
+    fields are read from ArchSpec itself, so the two cannot drift apart); ``num_classes`` comes
+    from the training annotation unless given. ``pretrained`` loads weights after building.
     """
 
-    name: str | None = None
-    spec: dict[str, Any] | None = None
-    num_classes: int | None = None
-    num_frames: int | None = None
-    frame_stride: int | None = None
-    crop_size: int | None = None
-    width_mult: float | None = None
-    depth_mult: float | None = None
-    sampling: Literal["dense", "segments"] | None = None
-    train_resize: tuple[int, int] | None = None
-    test_resize: int | None = None
-    dropout: float | None = None
-    alpha: int | None = None
-    beta_inv: int | None = None
-    fusion_kernel: int | None = None
+    name: str | None
+    spec: dict[str, Any] | None
+    pretrained: PretrainedConfig | None
+
+    def overrides(self) -> dict[str, Any]:
+        """The ArchSpec fields this config sets (everything but name, spec and pretrained)."""
+        return {k: getattr(self, k) for k in _SPEC_FIELDS if k != "num_classes" and getattr(self, k) is not None}
 
     def __post_init__(self) -> None:
         if self.name is None and self.spec is None:
             raise ConfigError("model: give a registered model 'name' (see `effvid models`) or a full 'spec'")
         if self.spec is not None:
-            overridden = [k for k in _SPEC_OVERRIDES if getattr(self, k) is not None]
+            overridden = sorted(self.overrides())
             if overridden:
                 raise ConfigError(f"model: 'spec' is complete; set {', '.join(overridden)} inside it instead")
             if self.name is not None and self.spec.get("name") not in (None, self.name):
@@ -65,11 +67,23 @@ class ModelConfig:
             if self.num_classes is not None or "num_classes" not in data:
                 data["num_classes"] = classes
             return ArchSpec.from_dict(data)
-        import effvid.models  # noqa: F401  (registers the families)
-        from effvid.models.registry import default_spec
-
-        overrides = {k: getattr(self, k) for k in _SPEC_OVERRIDES if getattr(self, k) is not None}
+        overrides = self.overrides()
+        if "family" in overrides:  # a family setting changes that setting, not the whole family
+            overrides["family"] = {**default_spec(self.name).family, **overrides["family"]}
         return default_spec(self.name, num_classes=classes, **overrides)
+
+
+_SPEC_FIELDS = [f.name for f in dataclasses.fields(ArchSpec) if f.name != "name"]
+_SPEC_TYPES = typing.get_type_hints(ArchSpec)
+ModelConfig = dataclasses.make_dataclass(
+    "ModelConfig",
+    [("name", str | None, dataclasses.field(default=None)),
+     ("spec", dict[str, Any] | None, dataclasses.field(default=None)),
+     *((name, _SPEC_TYPES[name] | None, dataclasses.field(default=None)) for name in _SPEC_FIELDS),
+     ("pretrained", PretrainedConfig | None, dataclasses.field(default=None))],
+    bases=(_ModelConfigBase,), frozen=True)
+ModelConfig.__module__ = __name__
+ModelConfig.__doc__ = _ModelConfigBase.__doc__
 
 
 @dataclass(frozen=True)
@@ -131,7 +145,7 @@ class TrainConfig:
     With ``stages`` the run is their concatenation and ``epochs`` must equal their sum. The
     learning rate is ``optim.lr`` (times ``init_lr_scale`` when ``init_from`` is set) times the
     schedule's factor times the current stage's ``lr_scale``. ``clip_grad`` is the maximum
-    global gradient L2 norm (``optim.grad_clip_norm`` is accepted as the same setting).
+    global gradient L2 norm (``None``: no clipping).
     ``max_steps_per_epoch`` caps the iterations of each epoch (quick runs and tests).
     """
 
@@ -182,16 +196,8 @@ class TrainConfig:
             raise ConfigError(f"max_steps_per_epoch must be >= 1 or null, got {self.max_steps_per_epoch}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        clip, alias = self.clip_grad, self.optim.grad_clip_norm
-        if clip is not None and alias is not None and clip != alias:
-            raise ConfigError(f"clip_grad ({clip}) and optim.grad_clip_norm ({alias}) disagree; set one")
-        if clip is not None and not clip > 0:
-            raise ConfigError(f"clip_grad must be positive or null, got {clip}")
-
-    @property
-    def grad_clip(self) -> float | None:
-        """The gradient-norm limit from ``clip_grad`` or ``optim.grad_clip_norm``."""
-        return self.clip_grad if self.clip_grad is not None else self.optim.grad_clip_norm
+        if self.clip_grad is not None and not self.clip_grad > 0:
+            raise ConfigError(f"clip_grad must be positive or null, got {self.clip_grad}")
 
     def stage_plan(self) -> list[StageConfig]:
         """The stages to run: the configured ones, or one stage ``"train"`` of ``epochs``."""

@@ -49,15 +49,15 @@ from effvid.engine.distributed import (
     teardown,
 )
 from effvid.engine.losses import (
-    FeatureDistillation,
     FrozenTeacher,
     LossComposer,
-    LossContext,
+    TrainStep,
     add_distillation_terms,
     classification_term,
-    output_logits,
 )
-from effvid.engine.optim import apply_stage_trainable, build_stage_scheduler, load_matching, stage_of_epoch
+from effvid.engine.optim import apply_stage_trainable, load_matching, stage_of_epoch
+from effvid.engine.schedules import build_lr_scheduler, build_optimizer
+from effvid.models import load_pretrained
 from effvid.engine.train_config import TrainConfig
 from effvid.errors import CheckpointError, ConfigError, EffvidError
 from effvid.io import write_text
@@ -125,7 +125,6 @@ class _Run:
     def _build(self) -> None:
         from effvid.data.annotations import load_annotations
         from effvid.data.dataset import VideoDataset, build_loader
-        from effvid.engine.schedules import build_optimizer
         from effvid.models.registry import create_from_spec
 
         cfg, data = self.cfg, self.cfg.data
@@ -137,6 +136,12 @@ class _Run:
                         if data.val is not None else None)
         self.spec = cfg.model.to_spec(len(self.train_ann.class_names))
         self.model = create_from_spec(self.spec)
+        if cfg.model.pretrained is not None:
+            weights = cfg.model.pretrained
+            report = load_pretrained(self.model, weights.path, weights.source, replace_head=weights.replace_head)
+            if self.main:
+                head = ", classifier replaced" if report.kept and weights.replace_head else ""
+                logger.info(f"pretrained {weights.path} ({weights.source}): {report.loaded} tensors loaded{head}")
         if cfg.init_from is not None:
             stem = ckpt.resolve_checkpoint(cfg.init_from)
             state, _ = ckpt.load_checkpoint(stem)
@@ -147,13 +152,13 @@ class _Run:
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.model.to(self.device)
         self.teacher: FrozenTeacher | None = None
-        self.features: FeatureDistillation | None = None
         self.composer = self._losses()
-        extra_params = list(self.features.parameters()) if self.features is not None else []
+        self.step = TrainStep(self.model, self.composer).to(self.device)
         lr = cfg.optim.lr * (cfg.init_lr_scale if cfg.init_from is not None else 1.0)
         groups = [{"params": list(self.model.parameters())}]
-        if extra_params:
-            groups.append({"params": extra_params})
+        loss_params = list(self.step.losses.parameters())
+        if loss_params:
+            groups.append({"params": loss_params})
         self.optimizer = build_optimizer(groups, dataclasses.replace(cfg.optim, lr=lr))
         self.train_set = VideoDataset(self.train_ann, spec=self.spec, train=True, backend=data.backend,
                                       on_error=data.on_error, flip=data.flip, target_fps=data.target_fps, seed=cfg.seed)
@@ -163,7 +168,10 @@ class _Run:
             raise ConfigError(f"{data.train}: {len(self.train_set)} videos make no full batch of {cfg.batch_size} "
                               f"per process x {self.dist.world_size} processes; lower batch_size")
         self.iters = min(len(self.loader), cfg.max_steps_per_epoch or len(self.loader))
-        self.scheduler = build_stage_scheduler(self.optimizer, cfg.schedule, self.stages, iters_per_epoch=self.iters)
+        self.scheduler = build_lr_scheduler(self.optimizer, cfg.schedule, total_epochs=cfg.epochs,
+                                            iters_per_epoch=self.iters,
+                                            epoch_scales=[self.stages[stage_of_epoch(self.stages, e)].lr_scale
+                                                          for e in range(cfg.epochs)])
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
 
     def _losses(self) -> LossComposer:
@@ -184,9 +192,7 @@ class _Run:
         if cfg.distill is not None and cfg.distill.teacher is not None:
             self.teacher = FrozenTeacher.from_checkpoint(ckpt.resolve_checkpoint(cfg.distill.teacher),
                                                          bn_mode=cfg.distill.teacher_bn).to(self.device)
-            self.features = add_distillation_terms(composer, cfg.distill, self.teacher, self.model)
-            if self.features is not None:
-                self.features.to(self.device)
+            add_distillation_terms(composer, cfg.distill, self.teacher, self.model)
         return composer
 
     def _resume(self) -> int:
@@ -212,8 +218,10 @@ class _Run:
         self.best_value = float(extra.get("best_value", -math.inf))
         self.best_metrics = dict(extra.get("best_metrics", {}))
         self.global_step = int(extra.get("global_step", 0))
-        if self.features is not None and "features" in extra:
-            self.features.load_state_dict(extra["features"])
+        if "loss_modules" in extra:
+            self.step.losses.load_state_dict(extra["loss_modules"])
+        elif "features" in extra:  # runs saved before loss terms could own modules
+            self.step.losses.load_state_dict({f"feature.{k}": v for k, v in extra["features"].items()})
         if self.main:
             logger.info(f"resuming {self.run_dir} after epoch {state['epoch']} ({stem.name})")
         return int(state["epoch"])
@@ -245,13 +253,14 @@ class _Run:
         skipped_total = 0
         last_stem = ckpt.find_last_complete(self.run_dir) if done else None
         stage_index = -1
-        wrapped: nn.Module = self.model
+        wrapped: nn.Module = self.step
         try:
             for epoch in range(done, self.cfg.epochs):
                 if stage_of_epoch(self.stages, epoch) != stage_index:
                     stage_index = stage_of_epoch(self.stages, epoch)
                     wrapped = self._enter_stage(stage_index)
                 epoch_start = time.time()
+                self.model.set_epoch(epoch, self.cfg.epochs)
                 seed_everything(self.cfg.seed + _EPOCH_SEED_STRIDE * (epoch + 1), self.dist.rank)
                 self.loader.set_epoch(epoch)
                 losses, skipped = self._train_epoch(wrapped, epoch, last_stem)
@@ -263,8 +272,7 @@ class _Run:
         finally:
             if self.writer is not None:
                 self.writer.close()
-            if self.features is not None:
-                self.features.remove_hooks()
+            self.composer.close()
         best = ckpt.best_stem(self.run_dir)
         return TrainResult(run_dir=str(self.run_dir),
                            best_checkpoint=str(best) if best.with_suffix(".json").exists() else None,
@@ -280,9 +288,9 @@ class _Run:
             logger.info(f"stage {stage.name!r}: {stage.epochs} epochs, lr x{stage.lr_scale}, {trainable:,} trainable "
                  f"parameters, losses {', '.join(self.composer.active)}")
         if not self.dist.distributed:
-            return self.model
+            return self.step
         device_ids = [self.device.index] if self.device.type == "cuda" else None
-        return nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids,
+        return nn.parallel.DistributedDataParallel(self.step, device_ids=device_ids,
                                                    find_unused_parameters=self.cfg.find_unused_parameters)
 
     def _batches(self) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -309,11 +317,7 @@ class _Run:
             clip = to_device(batch["clip"], self.device)
             targets = batch["label"].to(self.device, non_blocking=True)
             with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
-                output = wrapped(clip)
-                ctx = LossContext(logits=output_logits(output), targets=targets, inputs=clip,
-                                  outputs=output if isinstance(output, Mapping) else {},
-                                  epoch=epoch + step / self.iters)
-                total, values = self.composer(ctx)
+                total, values = wrapped(clip, targets, epoch + step / self.iters)
             checked = all_reduce_mean(total.detach().float())
             if not bool(torch.isfinite(checked)):
                 where = f"{last_stem}" if last_stem is not None else "none yet"
@@ -322,14 +326,10 @@ class _Run:
                                   f"or set clip_grad")
             self.optimizer.zero_grad(set_to_none=True)
             (self.scaler.scale(total) if self.scaler is not None else total).backward()
-            if self.features is not None and self.dist.distributed:
-                for p in self.features.parameters():
-                    if p.grad is not None:
-                        p.grad.copy_(all_reduce_mean(p.grad))
-            if cfg.grad_clip is not None:
+            if cfg.clip_grad is not None:
                 if self.scaler is not None:
                     self.scaler.unscale_(self.optimizer)
-                torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], cfg.grad_clip)
+                torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], cfg.clip_grad)
             if self.scaler is not None:
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
@@ -368,8 +368,8 @@ class _Run:
         result = evaluate(self.model, self.val_ann, views=data.val_views, batch_size=data.val_batch_size or self.cfg.batch_size,
                           num_workers=data.num_workers, backend=data.backend, spec=self.spec,
                           target_fps=data.target_fps, count_cost=False, progress=self.progress)
-        metrics = result.to_dict()
-        for key in ("gmacs_per_view", "gmacs_per_video", "input_shape", "confusion_png", "params"):
+        metrics = result.to_dict()  # a dynamic model's cost figures stay: they are measured per view
+        for key in ("input_shape", "confusion_png", "params", "dynamic"):
             metrics.pop(key)
         if self.cfg.best_metric not in metrics:
             raise ConfigError(f"best_metric {self.cfg.best_metric!r} is not a validation metric "
@@ -412,8 +412,8 @@ class _Run:
                                      epoch=done, **fields)
             extra: dict[str, Any] = {"best_value": self.best_value, "best_metrics": self.best_metrics,
                                      "global_step": self.global_step}
-            if self.features is not None:
-                extra["features"] = self.features.state_dict()
+            if self.step.losses:
+                extra["loss_modules"] = self.step.losses.state_dict()
             state = ckpt.training_state(epoch=done, optimizer=self.optimizer, scheduler=self.scheduler,
                                         scaler=self.scaler, extra=extra)
             ckpt.save_checkpoint(stem, model=self.model, metrics=val, epoch=done, state=state, **fields)

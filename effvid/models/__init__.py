@@ -1,12 +1,25 @@
 """Backbones: registered families built from an :class:`~effvid.spec.ArchSpec`.
 
-Importing this package registers every family. Public API: :func:`create`,
-:func:`create_from_spec`, :func:`list_models`, :func:`default_spec`, :class:`ArchSpec`,
-:func:`load_pretrained`, :func:`prepare_for_inference`.
+Importing this package (or any module in it) registers every family. Public API:
+:func:`create`, :func:`create_from_spec`, :func:`list_models`, :func:`default_spec`,
+:func:`register_method`, :func:`get_method`, :func:`list_methods`, :class:`ArchSpec`,
+:class:`MethodSpec`, the model contract (:class:`VideoModel`, :class:`ModelBase`,
+:class:`ModelOutput`, :func:`model_output`, :func:`replace_modules`), :func:`load_pretrained`,
+:func:`prepare_for_inference`.
 """
 
-from effvid.models.registry import create, create_from_spec, default_spec, get_entry, list_models
-from effvid.spec import ArchSpec, round_channels, round_depth
+from effvid.models.base import ModelBase, ModelOutput, VideoModel, is_dynamic, model_output, replace_modules
+from effvid.models.registry import (
+    create,
+    create_from_spec,
+    default_spec,
+    get_entry,
+    get_method,
+    list_methods,
+    list_models,
+    register_method,
+)
+from effvid.spec import ArchSpec, MethodSpec, round_channels, round_depth
 
 # Family modules register their models on import (one line each).
 from effvid.models import video_resnet  # noqa: F401
@@ -22,6 +35,16 @@ from effvid.models.inference import prepare_for_inference  # noqa: E402
 
 __all__ = [
     "ArchSpec",
+    "MethodSpec",
+    "ModelBase",
+    "ModelOutput",
+    "VideoModel",
+    "get_method",
+    "is_dynamic",
+    "list_methods",
+    "model_output",
+    "register_method",
+    "replace_modules",
     "create",
     "create_from_spec",
     "default_spec",

@@ -10,7 +10,7 @@ load torchvision state dicts directly: ``ConvNormAct`` is ``Conv2dNormActivation
 ``FrameModel`` is the base of every 2D frame model: it folds ``T`` into the batch, runs the
 2D trunk per frame and averages the per-frame logits (TSN's average consensus); it lives here
 rather than in ``temporal.py`` because the 2D families subclass it and ``temporal.py``
-builds on them.
+builds on them. Both are :class:`~effvid.models.base.ModelBase` models (the model contract).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from effvid.models.base import ModelBase
 from effvid.spec import ArchSpec
 
 Size3 = int | tuple[int, int, int]
@@ -249,55 +250,45 @@ def init_weights(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-class ClipClassifier(nn.Module):
+class ClipClassifier(ModelBase):
     """Base of 3D clip models: ``forward_head`` = adaptive average pool, dropout, ``fc``.
 
     Subclasses implement :meth:`forward_features` (``(B, C, T, H, W) -> (B, C', t, h, w)``) and
     set ``num_features``, ``dropout``, ``fc`` and ``stage_names``.
     """
 
+    classifier_name = "fc"
     stage_names: tuple[str, ...] = ()
     num_features: int
+    dropout: nn.Dropout
     fc: nn.Linear
 
-    def forward_features(self, x: Tensor) -> Tensor:
-        raise NotImplementedError
-
     def forward_head(self, features: Tensor) -> Tensor:
+        """Logits ``(B, classes)`` of the pooled feature map."""
         return self.fc(self.dropout(F.adaptive_avg_pool3d(features, 1).flatten(1)))
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
 
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace ``fc`` with a freshly initialised ``Linear`` to ``num_classes``."""
-        self.fc = nn.Linear(self.num_features, num_classes)
-        init_weights(self.fc)
-
-
-class FrameModel(nn.Module):
+class FrameModel(ModelBase):
     """Base of 2D frame models: ``(B, C, T, H, W)`` in, per-frame 2D trunk, averaged logits out.
 
     The defaults follow torchvision's ``features`` + ``classifier = (Dropout, Linear)`` layout
-    (MobileNetV2, EfficientNet): :meth:`forward_frames` (``(N, C, H, W) -> (N, C', h, w)``),
-    :meth:`classify` (pooled ``(..., C') -> (..., classes)``) and :meth:`reset_classifier`;
-    other layouts override them. Subclasses set ``num_features`` and ``stage_names``. Stage
-    outputs of a frame model are folded ``(B*T, C, h, w)`` maps.
+    (MobileNetV2, EfficientNet; ``classifier_name = "classifier.1"``): :meth:`forward_frames`
+    (``(N, C, H, W) -> (N, C', h, w)``) and :meth:`classify` (pooled ``(..., C') -> (..., classes)``);
+    other layouts override them and ``classifier_name``. Subclasses set ``num_features`` and
+    ``stage_names``. Stage outputs of a frame model are folded ``(B*T, C, h, w)`` maps.
     """
 
+    classifier_name = "classifier.1"
     stage_names: tuple[str, ...] = ()
     num_features: int
 
     def forward_frames(self, frames: Tensor) -> Tensor:
+        """Feature maps ``(N, C', h, w)`` of a batch of frames ``(N, C, H, W)``."""
         return self.features(frames)
 
     def classify(self, pooled: Tensor) -> Tensor:
+        """Logits ``(..., classes)`` of pooled features ``(..., C')``."""
         return self.classifier(pooled)
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace the classifier's last ``Linear`` with a fresh one to ``num_classes``."""
-        self.classifier[-1] = nn.Linear(self.num_features, num_classes)
-        init_weights(self.classifier[-1])
 
     def forward_features(self, x: Tensor) -> Tensor:
         """Per-frame feature maps, unfolded to ``(B, C', T, h, w)``."""
@@ -316,9 +307,6 @@ class FrameModel(nn.Module):
     def forward_head(self, features: Tensor) -> Tensor:
         """Average consensus: the mean over frames of the per-frame logits."""
         return self.frame_logits(features).mean(dim=1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 def frame_spec(name: str, *, num_classes: int = 1000, crop_size: int = 224,

@@ -24,7 +24,9 @@ from typing import Literal, get_args
 import torch
 from torch import nn
 
-from effvid.errors import CheckpointError, ConfigError
+from effvid.errors import CheckpointError, ConfigError, EffvidError
+from effvid.io import read_json, read_safetensors
+from effvid.models.base import ModelBase
 from effvid.models.slowfast import SlowFast
 from effvid.models.x3d import X3D
 
@@ -33,6 +35,9 @@ SOURCES: tuple[str, ...] = get_args(Source)
 CONTAINER_KEYS = ("model_state", "state_dict", "model")
 WRAPPER_PREFIXES = ("module.", "model.")
 MAX_LISTED = 25
+# An effvid checkpoint: <stem>.safetensors + <stem>.json (engine/checkpoint.py writes them).
+EFFVID_FORMAT = "effvid-checkpoint"
+EFFVID_SUFFIXES = (".safetensors", ".state.pt", ".json")
 
 # PySlowFast -> PyTorchVideo module paths. A rule is (regex on PySlowFast's module path,
 # template of ours). Group ``s`` is PySlowFast's stage number (s1 = stem, s2..s5 = res2..res5),
@@ -93,7 +98,7 @@ class LoadReport:
 
 
 def load_pretrained(
-    model: nn.Module, path: str | Path, source: Source = "effvid", *, replace_head: bool = False
+    model: ModelBase, path: str | Path, source: Source = "effvid", *, replace_head: bool = False
 ) -> LoadReport:
     """Fill ``model`` from the checkpoint at ``path`` written in ``source``'s layout.
 
@@ -147,32 +152,52 @@ def load_pretrained(
 
 
 def _read(path: Path, source: str) -> dict[str, torch.Tensor]:
-    """An effvid checkpoint (its stem or any of its files, sidecar present) is read and
-    checksum-verified by the engine's checkpoint module; any other file by :func:`read_state_dict`."""
+    """The tensors of the checkpoint at ``path``: for ``source="effvid"``, a checkpoint named by its
+    stem or any of its files whose sidecar exists is read and checked against the sidecar's
+    SHA-256; any other file is read by :func:`read_state_dict`."""
     if source == "effvid":
-        from effvid.engine.checkpoint import checkpoint_stem, load_checkpoint
-
-        stem = checkpoint_stem(path)
-        if stem.with_name(stem.name + ".json").is_file():
-            return load_checkpoint(path)[0]
+        stem = _effvid_stem(path)
+        sidecar = stem.with_name(stem.name + ".json")
+        if sidecar.is_file():
+            return _read_effvid(stem.with_name(stem.name + ".safetensors"), sidecar)
     return read_state_dict(path)
 
 
+def _effvid_stem(path: Path) -> Path:
+    for suffix in EFFVID_SUFFIXES:
+        if path.name.endswith(suffix):
+            return path.with_name(path.name[: -len(suffix)])
+    return path
+
+
+def _read_effvid(weights: Path, sidecar: Path) -> dict[str, torch.Tensor]:
+    try:
+        meta = read_json(sidecar, what="checkpoint sidecar")
+    except EffvidError as exc:
+        raise CheckpointError(str(exc)) from None
+    if not isinstance(meta, dict) or meta.get("format") != EFFVID_FORMAT:
+        raise CheckpointError(f"{sidecar}: not an effvid checkpoint sidecar (no format marker {EFFVID_FORMAT!r})")
+    return read_safetensors(weights, sha256=meta.get("weights_sha256"))
+
+
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """The flat ``name -> tensor`` dict stored at ``path``, containers and wrapper prefixes removed."""
+    """The flat ``name -> tensor`` dict stored at ``path``, containers and wrapper prefixes removed.
+
+    ``.safetensors`` files are read with safetensors, anything else with
+    ``torch.load(weights_only=True)``; a missing, unreadable or non-checkpoint file is a
+    :class:`CheckpointError` naming it.
+    """
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            obj = load_file(str(path), device="cpu")
-        else:
+    if path.suffix == ".safetensors":
+        obj: object = read_safetensors(path)
+    else:
+        try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt, truncated, or holding objects weights_only refuses
-        text = str(exc).strip()
-        reason = text.splitlines()[0] if text else type(exc).__name__
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {reason})") from None
+        except Exception as exc:  # corrupt, truncated, or holding objects weights_only refuses
+            text = str(exc).strip()
+            reason = text.splitlines()[0] if text else type(exc).__name__
+            raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {reason})") from None
     while isinstance(obj, dict) and not _is_flat(obj):
         inner = next((obj[k] for k in CONTAINER_KEYS if isinstance(obj.get(k), dict)), None)
         if inner is None:
@@ -224,17 +249,9 @@ def _is_flat(obj: dict) -> bool:
     return all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
 
 
-def _classifier_keys(model: nn.Module) -> set[str]:
-    """State-dict names of the classifier: ``get_classifier()`` if the model has it, else its last Linear."""
-    if hasattr(model, "get_classifier"):
-        classifier = model.get_classifier()
-    else:
-        linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-        if not linears:
-            return set()
-        classifier = linears[-1]
-    prefix = next(name for name, m in model.named_modules() if m is classifier)
-    return {f"{prefix}.{name}" for name, _ in classifier.named_parameters()}
+def _classifier_keys(model: ModelBase) -> set[str]:
+    """State-dict names of ``model.get_classifier()``'s parameters."""
+    return {f"{model.classifier_name}.{name}" for name, _ in model.get_classifier().named_parameters()}
 
 
 def _model_name(model: nn.Module) -> str:

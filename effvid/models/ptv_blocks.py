@@ -1,7 +1,9 @@
 """PyTorchVideo's residual building blocks and ``Net`` container, shared by SlowFast and X3D.
 
-The module and parameter names are PyTorchVideo's (``res_blocks``, ``branch1_conv``,
-``branch2.conv_a``/``norm_a``/..., ``blocks``), so models built from them load PyTorchVideo
+``ResBlock`` (shortcut + ``branch2``), ``ResStage`` (``res_blocks``), ``BottleneckBlock``
+(``conv_a``/``norm_a``/... in order), :func:`init_weights` (zero-initialised last BN of every
+branch) and ``PtvNet`` (the ``blocks`` list, a :class:`~effvid.models.base.ModelBase`). The
+module and parameter names are PyTorchVideo's, so models built from them load PyTorchVideo
 checkpoints key for key.
 """
 
@@ -12,6 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from effvid.models.base import ModelBase
 from effvid.models.layers import init_weights as init_torchvision_style
 
 
@@ -88,19 +91,12 @@ def init_weights(model: nn.Module) -> None:
             nn.init.zeros_(module.branch2.norm_c.weight)
 
 
-def replace_linear(old: nn.Linear, num_classes: int) -> nn.Linear:
-    """A freshly initialised classifier with ``old``'s input width and ``num_classes`` outputs."""
-    new = nn.Linear(old.in_features, num_classes, device=old.weight.device, dtype=old.weight.dtype)
-    nn.init.normal_(new.weight, std=0.01)
-    nn.init.zeros_(new.bias)
-    return new
-
-
-class PtvNet(nn.Module):
+class PtvNet(ModelBase):
     """PyTorchVideo's ``Net``: a ``blocks`` list whose last block is the head, holding ``proj``.
 
     Residual stages are ``blocks.1`` to ``blocks.4`` (``stage_names``); subclasses split the
-    blocks between :meth:`forward_features` and :meth:`forward_head`.
+    blocks between :meth:`forward_features` and :meth:`forward_head` and name the head's
+    classifier in ``classifier_name`` (``"blocks.<last>.proj"``).
     """
 
     stage_names = ("blocks.1", "blocks.2", "blocks.3", "blocks.4")
@@ -108,21 +104,3 @@ class PtvNet(nn.Module):
     def __init__(self, blocks: Sequence[nn.Module]) -> None:
         super().__init__()
         self.blocks = nn.ModuleList(blocks)
-
-    def forward_features(self, x: torch.Tensor):
-        raise NotImplementedError
-
-    def forward_head(self, features) -> torch.Tensor:
-        raise NotImplementedError
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def get_classifier(self) -> nn.Linear:
-        return self.blocks[-1].proj
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """Swap the classifier for a fresh one with ``num_classes`` outputs (and update ``spec``)."""
-        self.blocks[-1].proj = replace_linear(self.blocks[-1].proj, num_classes)
-        if hasattr(self, "spec"):
-            self.spec = self.spec.replace(num_classes=num_classes)

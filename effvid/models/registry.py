@@ -1,12 +1,23 @@
-"""Model registry: every family registers its named variants here with a default ArchSpec.
+"""Model registry: every family registers its named variants here with a default ArchSpec,
+and every dynamic method registers the builder that wraps a family's network.
 
 ``create("r2plus1d_18", num_classes=101, crop_size=96)`` builds a model from the entry's
-default spec with the given overrides; ``create_from_spec(spec)`` builds exactly ``spec``.
-Every built model carries its spec as ``model.spec``.
+default spec with the given overrides; ``create_from_spec(spec)`` builds exactly ``spec``:
+the family's network, or, when ``spec.method`` names a method, that method's model. Every
+built model carries its spec as ``model.spec``.
+
+Methods are found without the engine (or anyone) importing them: the first time a method
+name is asked for, :func:`get_method` imports ``effvid.methods.<name>`` if that folder exists
+(effvid's own methods register themselves on import), else loads the ``effvid.methods`` entry
+point of that name (a plugin: ``[project.entry-points."effvid.methods"] name = "module"``).
+So a checkpoint of any family or method rebuilds in ``effvid eval``, ``predict`` and ``flops``.
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.metadata
+import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -79,9 +90,61 @@ def default_spec(name: str, **overrides: Any) -> ArchSpec:
     return get_entry(name).default_spec.replace(**overrides)
 
 
+METHOD_ENTRY_POINTS = "effvid.methods"
+"""The entry-point group through which a package outside effvid adds a method."""
+
+_METHODS: dict[str, Builder] = {}
+
+
+def register_method(name: str) -> Callable[[Builder], Builder]:
+    """Decorator registering ``builder(spec) -> nn.Module`` as method ``name``.
+
+    The builder receives the whole spec (``spec.method.settings`` holds its settings) and
+    usually builds the family's network with ``create_from_spec(spec.replace(method=None))``.
+    """
+
+    def decorate(builder: Builder) -> Builder:
+        if name in _METHODS:
+            raise ValueError(f"method {name!r} is registered twice")
+        _METHODS[name] = builder
+        return builder
+
+    return decorate
+
+
+def get_method(name: str) -> Builder:
+    """The builder of method ``name``, discovered on first use (module docstring); an unknown
+    method is a :class:`ConfigError` listing the known ones."""
+    if name not in _METHODS:
+        _discover_method(name)
+    try:
+        return _METHODS[name]
+    except KeyError:
+        known = ", ".join(list_methods()) or "none"
+        raise ConfigError(f"unknown method {name!r}; known methods: {known}") from None
+
+
+def list_methods() -> list[str]:
+    """Methods registered so far plus the plugins that entry points announce, sorted."""
+    announced = {ep.name for ep in importlib.metadata.entry_points(group=METHOD_ENTRY_POINTS)}
+    return sorted(set(_METHODS) | announced)
+
+
+def _discover_method(name: str) -> None:
+    module = f"effvid.methods.{name}"
+    if name.isidentifier() and importlib.util.find_spec(module) is not None:
+        importlib.import_module(module)
+        return
+    for entry_point in importlib.metadata.entry_points(group=METHOD_ENTRY_POINTS):
+        if entry_point.name == name:
+            entry_point.load()
+            return
+
+
 def create_from_spec(spec: ArchSpec) -> nn.Module:
-    """Build exactly ``spec``; the model's ``spec`` attribute is set to it."""
-    model = get_entry(spec.name).builder(spec)
+    """Build exactly ``spec`` (the family's network, or its method's model); ``model.spec`` is ``spec``."""
+    entry = get_entry(spec.name)
+    model = get_method(spec.method.name)(spec) if spec.method is not None else entry.builder(spec)
     model.spec = spec
     return model
 

@@ -4,12 +4,16 @@ The state dict matches torchvision's ``resnet18/34/50`` (``conv1``, ``bn1``, ``l
 ``fc``) at ``width_mult == depth_mult == 1``, so ImageNet weights load directly. Frames are
 folded into the batch and the per-frame logits averaged (:class:`~effvid.models.layers.FrameModel`).
 ``shift_div > 0`` adds TSM's residual temporal shift to every block without changing a key.
+
+The residual block is an argument (:class:`BlockFactory`): the standard ``BasicBlock`` /
+``Bottleneck`` by default, or any block with their constructor signature (D-STEP's gated
+blocks), so a method reuses the stem, stages, head and weights import unchanged.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Protocol
 
 from torch import Tensor, nn
 
@@ -25,52 +29,67 @@ from effvid.models.layers import (
 from effvid.models.registry import register_model
 from effvid.spec import ArchSpec, round_channels, round_depth
 
-BlockKind = Literal["basic", "bottleneck"]
+
+class BlockFactory(Protocol):
+    """A 2D residual block class or factory, shaped like ``BasicBlock`` and ``Bottleneck``.
+
+    ``factory(in_channels, planes, *, stride, shift_div)`` builds a block mapping
+    ``(N, in_channels, H, W)`` to ``(N, out_channels, H / stride, W / stride)``; the block
+    exposes ``out_channels`` and the factory ``expansion`` (``out_channels / planes``).
+    ``shift_div`` is TSM's residual shift (0: none).
+    """
+
+    expansion: int
+
+    def __call__(self, in_channels: int, planes: int, *, stride: int, shift_div: int) -> nn.Module: ...
+
 
 STAGE_BLOCKS = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3), "resnet50": (3, 4, 6, 3)}
-BLOCK_KIND: dict[str, BlockKind] = {"resnet18": "basic", "resnet34": "basic", "resnet50": "bottleneck"}
+STANDARD_BLOCK: dict[str, BlockFactory] = {"resnet18": BasicBlock, "resnet34": BasicBlock, "resnet50": Bottleneck}
 
 
 class ResNet2d(FrameModel):
-    """torchvision's ImageNet ResNet applied frame by frame: 7x7/2 stem, max-pool, 4 stages, fc."""
+    """torchvision's ImageNet ResNet applied frame by frame: 7x7/2 stem, max-pool, 4 stages, fc.
 
+    Stage ``s`` holds ``stage_blocks[s]`` blocks ``block(cin, stage_widths[s], stride=...,
+    shift_div=shift_div)``, the first of stages 2-4 with stride 2.
+    """
+
+    classifier_name = "fc"
     stage_names = ("layer1", "layer2", "layer3", "layer4")
 
-    def __init__(self, *, block: BlockKind, stage_blocks: Sequence[int], stage_widths: Sequence[int],
+    def __init__(self, *, block: BlockFactory, stage_blocks: Sequence[int], stage_widths: Sequence[int],
                  stem_channels: int, num_classes: int, dropout: float = 0.0, shift_div: int = 0) -> None:
         super().__init__()
-        block_cls = BasicBlock if block == "basic" else Bottleneck
         self.conv1 = conv2d(3, stem_channels, 7, stride=2)
         self.bn1 = nn.BatchNorm2d(stem_channels)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         self.num_features = add_resnet_stages(
             self, stem_channels, stage_blocks,
-            lambda s, b, cin, stride: block_cls(cin, stage_widths[s], stride=stride, shift_div=shift_div))
+            lambda s, b, cin, stride: block(cin, stage_widths[s], stride=stride, shift_div=shift_div))
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(self.num_features, num_classes)
         init_weights(self)
 
     def forward_frames(self, frames: Tensor) -> Tensor:
+        """The last stage's feature maps ``(N, C', H/32, W/32)`` of frames ``(N, 3, H, W)``."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(frames))))
         for name in self.stage_names:
             x = getattr(self, name)(x)
         return x
 
     def classify(self, pooled: Tensor) -> Tensor:
+        """Logits of pooled features: dropout, then ``fc``."""
         return self.fc(self.dropout(pooled))
 
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace ``fc`` with a freshly initialised ``Linear`` to ``num_classes``."""
-        self.fc = nn.Linear(self.num_features, num_classes)
-        init_weights(self.fc)
 
-
-def build_resnet2d(*, block: BlockKind, stage_blocks: Sequence[int], num_classes: int = 1000,
+def build_resnet2d(*, block: BlockFactory, stage_blocks: Sequence[int], num_classes: int = 1000,
                    stage_widths: Sequence[int] = (64, 128, 256, 512), stem_channels: int = 64,
                    width_mult: float = 1.0, depth_mult: float = 1.0, dropout: float = 0.0,
                    shift_div: int = 0) -> ResNet2d:
-    """A 2D ResNet; widths scale by ``width_mult`` and blocks per stage by ``depth_mult``."""
+    """A 2D ResNet of ``block`` residual blocks; widths scale by ``width_mult`` and blocks per
+    stage by ``depth_mult`` (:func:`round_channels` / :func:`round_depth`)."""
     return ResNet2d(
         block=block,
         stage_blocks=[round_depth(n, depth_mult) for n in stage_blocks],
@@ -80,11 +99,16 @@ def build_resnet2d(*, block: BlockKind, stage_blocks: Sequence[int], num_classes
     )
 
 
-def resnet_from_spec(depth_name: str, spec: ArchSpec, *, shift_div: int = 0) -> ResNet2d:
-    """``resnet18``/``resnet34``/``resnet50`` built at ``spec``'s width, depth, classes, dropout."""
-    return build_resnet2d(block=BLOCK_KIND[depth_name], stage_blocks=STAGE_BLOCKS[depth_name],
-                          num_classes=spec.num_classes, width_mult=spec.width_mult,
-                          depth_mult=spec.depth_mult, dropout=spec.dropout, shift_div=shift_div)
+def resnet_from_spec(depth_name: str, spec: ArchSpec, *, shift_div: int = 0,
+                     block: BlockFactory | None = None) -> ResNet2d:
+    """``resnet18``/``resnet34``/``resnet50`` built at ``spec``'s width, depth, classes, dropout.
+
+    ``block`` replaces the depth's standard block (``BasicBlock`` for 18/34, ``Bottleneck`` for 50).
+    """
+    return build_resnet2d(block=STANDARD_BLOCK[depth_name] if block is None else block,
+                          stage_blocks=STAGE_BLOCKS[depth_name], num_classes=spec.num_classes,
+                          width_mult=spec.width_mult, depth_mult=spec.depth_mult, dropout=spec.dropout,
+                          shift_div=shift_div)
 
 
 @register_model("resnet18", default_spec=frame_spec("resnet18"), kind="2d", spatial_stride=32)

@@ -23,10 +23,12 @@ at other sizes PyTorchVideo's fixed window would average overlapping windows ins
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from effvid.config import from_dict
 from effvid.errors import ConfigError
 from effvid.models.ptv_blocks import BottleneckBlock, PtvNet, ResBlock, ResStage, init_weights
 from effvid.models.registry import register_model
@@ -146,6 +148,8 @@ class SlowFast(PtvNet):
     ``[slow, fast]`` lists (after their fusion).
     """
 
+    classifier_name = "blocks.6.proj"
+
     def __init__(self, blocks: Sequence[nn.Module], *, alpha: int) -> None:
         super().__init__(blocks)
         self.alpha = alpha
@@ -159,12 +163,14 @@ class SlowFast(PtvNet):
         return [x.index_select(2, index), x]
 
     def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """``[slow, fast]`` res5 feature maps of a fast-rate clip ``(B, C, T, H, W)``."""
         xs = self.pathways(x)
         for block in self.blocks[:5]:
             xs = block(xs)
         return xs
 
     def forward_head(self, xs: list[torch.Tensor]) -> torch.Tensor:
+        """Logits ``(B, classes)`` of the pooled, concatenated ``[slow, fast]`` features."""
         return self.blocks[6](self.blocks[5](xs))
 
 
@@ -233,16 +239,39 @@ def build_slowfast(
     return model
 
 
+@dataclass(frozen=True)
+class SlowFastSettings:
+    """SlowFast's own ``ArchSpec.family`` settings: speed ratio ``alpha`` (fast frames per slow
+    frame), channel ratio ``1 / beta_inv`` of the fast pathway, lateral fusion kernel in time."""
+
+    alpha: int = 8
+    beta_inv: int = 8
+    fusion_kernel: int = 5
+
+    def __post_init__(self) -> None:
+        for key in ("alpha", "beta_inv", "fusion_kernel"):
+            value = getattr(self, key)
+            if value < 1:
+                raise ConfigError(f"ArchSpec.family.{key} must be a positive integer, got {value!r}")
+
+
+def slowfast_settings(spec: ArchSpec) -> SlowFastSettings:
+    """The typed ``family`` settings of a SlowFast spec; an unknown key or a wrong type is a
+    :class:`ConfigError` naming it."""
+    return from_dict(SlowFastSettings, spec.family, source=f"{spec.name} ArchSpec.family")
+
+
 def _from_spec(spec: ArchSpec) -> SlowFast:
-    if spec.num_frames % spec.alpha:
+    settings = slowfast_settings(spec)
+    if spec.num_frames % settings.alpha:
         raise ConfigError(
-            f"{spec.name}: num_frames={spec.num_frames} (fast pathway) must be a multiple of alpha={spec.alpha}"
+            f"{spec.name}: num_frames={spec.num_frames} (fast pathway) must be a multiple of alpha={settings.alpha}"
         )
     return build_slowfast(
         num_classes=spec.num_classes,
-        alpha=spec.alpha,
-        beta_inv=spec.beta_inv,
-        fusion_kernel=spec.fusion_kernel,
+        alpha=settings.alpha,
+        beta_inv=settings.beta_inv,
+        fusion_kernel=settings.fusion_kernel,
         width_mult=spec.width_mult,
         depth_mult=spec.depth_mult,
         dropout=spec.dropout,
@@ -259,9 +288,7 @@ def _default_spec(name: str, *, alpha: int, fusion_kernel: int) -> ArchSpec:
         train_resize=(256, 320),
         test_resize=256,
         dropout=0.5,
-        alpha=alpha,
-        beta_inv=8,
-        fusion_kernel=fusion_kernel,
+        family={"alpha": alpha, "beta_inv": 8, "fusion_kernel": fusion_kernel},
     )
 
 

@@ -28,8 +28,8 @@ import torch
 from torch import nn
 
 from effvid.models.layers import Swish
-from effvid.models.registry import register_model
 from effvid.models.ptv_blocks import BottleneckBlock, PtvNet, ResBlock, ResStage, init_weights
+from effvid.models.registry import register_model
 from effvid.spec import ArchSpec, round_channels, round_depth
 
 STEM_WIDTH = 24
@@ -150,12 +150,16 @@ class X3D(PtvNet):
     ``forward_head`` runs the projected-pool head and the classifier.
     """
 
+    classifier_name = "blocks.5.proj"
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The res5 feature map ``(B, C, T, H/32, W/32)`` of a clip ``(B, 3, T, H, W)``."""
         for block in self.blocks[:5]:
             x = block(x)
         return x
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, classes)``: projected pool, dropout, ``proj``."""
         return self.blocks[5](x)
 
 

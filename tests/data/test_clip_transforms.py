@@ -1,4 +1,4 @@
-"""Clip transforms: shapes, exact crop positions, flip, scale jitter, normalisation, multi-resolution."""
+"""Clip transforms: shapes, exact crop positions, flip, scale jitter, normalisation."""
 
 from __future__ import annotations
 
@@ -113,20 +113,6 @@ def test_normalize_arithmetic_and_layout():
     assert out.dtype == torch.float32 and out.shape == (3, 2, 4, 5)
     expected = (frames.transpose(3, 0, 1, 2) / 255.0 - np.array(mean)[:, None, None, None]) / np.array(std)[:, None, None, None]
     np.testing.assert_allclose(out.numpy(), expected, rtol=1e-5, atol=1e-5)
-
-
-def test_multi_resolution_copies_are_nearest_neighbour_of_the_crop():
-    spec = ArchSpec("x", crop_size=32, test_resize=32)
-    frames = np.random.default_rng(6).integers(0, 256, (2, 32, 40, 3), dtype=np.uint8)
-    full = tf.test_transform(spec)(frames)
-    copies = tf.test_transform(spec, resolutions=(32, 24, 16))(frames)
-    assert [c.shape for c in copies] == [(3, 2, 32, 32), (3, 2, 24, 24), (3, 2, 16, 16)]
-    assert torch.equal(copies[0], full)
-    assert torch.equal(copies[2], full[..., ::2, ::2])
-    idx = torch.arange(24) * 32 // 24
-    assert torch.equal(copies[1], full[..., idx, :][..., idx])
-    with pytest.raises(ConfigError, match="resolutions"):
-        tf.test_transform(spec, resolutions=(48,))
 
 
 def test_tsn_multiscale_crop_boxes_follow_tsn_rules():

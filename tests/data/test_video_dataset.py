@@ -81,13 +81,6 @@ def test_multilabel_targets_are_multi_hot(videos):
     assert data[1]["label"].dtype == torch.float32 and data[1]["label"].tolist() == [0.0, 0.0, 1.0, 0.0, 0.0]
 
 
-def test_multi_resolution_items(videos):
-    data = VideoDataset(annotation(videos[:1], [0]), spec=SPEC, train=True, resolutions=(96, 48))
-    clips = data[0]["clip"]
-    assert [c.shape for c in clips] == [(3, 4, 96, 96), (3, 4, 48, 48)]
-    assert torch.equal(clips[1], clips[0][..., ::2, ::2])
-
-
 def loader_clips(loader) -> dict[int, torch.Tensor]:
     return {int(v): c for batch in loader for v, c in zip(batch["video_index"], batch["clip"])}
 

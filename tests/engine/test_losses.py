@@ -116,8 +116,8 @@ def test_composer_sums_weighted_terms_and_logs_each_value() -> None:
     composer.add("ce", classification_term())
     add_distillation_terms(composer, DistillConfig(), teacher, nn.Identity())
     composer.add_config(LossTermConfig(name="eff", weight=0.0, schedule="linear", final_weight=1.0, ramp_epochs=2),
-                        lambda ctx: ctx.outputs["cost"].mean())
-    ctx = LossContext(logits=s, targets=y, inputs=torch.tensor(TEACHER), outputs={"cost": torch.tensor([2.0, 4.0])},
+                        lambda ctx: ctx.cost.mean())
+    ctx = LossContext(logits=s, targets=y, inputs=torch.tensor(TEACHER), cost=torch.tensor([2.0, 4.0]),
                       epoch=1.0)
     total, values = composer(ctx)
     kd = 25 * sum(_hand_kl_terms(5.0)) / 6

@@ -14,8 +14,8 @@ from effvid.engine.metrics import (
     confusion_matrix,
     mean_average_precision,
     multiview_metrics,
-    plot_confusion_matrix,
 )
+from effvid.report.plots import plot_confusion_matrix
 
 
 def test_views_are_combined_by_averaging_softmax_not_logits() -> None:

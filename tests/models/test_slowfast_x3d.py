@@ -71,7 +71,7 @@ def test_default_spec_is_the_published_input(name):
     assert spec.num_classes == 400 and spec.mean == (0.45,) * 3 and spec.std == (0.225,) * 3
     if alpha is not None:
         entry = get_entry(name)
-        assert (spec.alpha, spec.beta_inv, spec.fusion_kernel) == (alpha, 8, fusion)
+        assert spec.family == {"alpha": alpha, "beta_inv": 8, "fusion_kernel": fusion}
         assert entry.kind == "slowfast" and entry.min_frames == alpha
 
 

@@ -161,7 +161,7 @@ def apply_operator(state: Reduced, operator: str, gamma: float | None = None) ->
     gamma = DEFAULT_GAMMAS[operator] if gamma is None else gamma
     spec = state.spec
     entry = get_entry(spec.name)
-    kwargs = {"frame_multiple": spec.alpha} if operator in "tf" and entry.kind == "slowfast" else {}
+    kwargs = {"frame_multiple": spec.family["alpha"]} if operator in "tf" and entry.kind == "slowfast" else {}
     try:
         reduced = EPSILONS[operator](spec, gamma, **kwargs)
         _check_feasible(operator, spec, reduced, entry)

@@ -30,7 +30,6 @@ logger = logging.getLogger(__name__)
 REPORT_MD = "report.md"
 REPORT_JSON = "report.json"
 REPORT_PNG = "accuracy_vs_gmacs.png"
-_MARKERS = {"s": "o", "t": "s", "f": "^", "c": "D", "l": "v"}
 
 
 def summarise(ledger: Ledger) -> dict[str, Any]:
@@ -97,6 +96,8 @@ def measure_latencies(ledger: Ledger, *, repeats: int, threads: int, log: Callab
 
 def write_report(run_dir: str | Path, *, log: Callable[[str], None] = logger.info, measure: bool = True) -> dict[str, Any]:
     """Write ``report.md``, ``report.json`` and the plot into ``run_dir`` from its ledger; returns the summary."""
+    from effvid.report.plots import plot_search
+
     run_dir = Path(run_dir)
     if not (run_dir / LEDGER_FILE).exists():
         raise ConfigError(f"{run_dir}: no {LEDGER_FILE}; not a PAS run directory")
@@ -161,39 +162,3 @@ def render_markdown(summary: dict[str, Any]) -> str:
         lines += [f"Failed: {', '.join(summary['failed']) or '-'}; unfinished: {', '.join(summary['unfinished']) or '-'}", ""]
     lines += [f"![accuracy vs GMACs]({REPORT_PNG})", ""]
     return "\n".join(lines)
-
-
-def plot_search(summary: dict[str, Any], path: str | Path) -> Path:
-    """Fig.-3-style plot: every trained hypothesis (marker per operator), the selected path, the control path."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6.5, 4.5))
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    labelled = set()
-    for it in summary["iterations"]:
-        for h in it["hypotheses"]:
-            if h["status"] != "done":
-                continue
-            op = h["operator"]
-            ax.scatter(h["gmacs"], 100 * h["top1"], marker=_MARKERS.get(op, "o"), color="0.45", zorder=3,
-                       label=None if op in labelled else f"epsilon_{op}")
-            labelled.add(op)
-    path_rows = [r for r in summary["table"] if r["top1"] is not None]
-    if path_rows:
-        ax.plot([r["gmacs"] for r in path_rows], [100 * r["top1"] for r in path_rows], "--o", color="tab:red",
-                label="PAS (selected)", zorder=4)
-    control = [r for r in summary["table"] if r["without_pas_top1"] is not None]
-    if control:
-        ax.plot([r["gmacs"] for r in control], [100 * r["without_pas_top1"] for r in control], "--o",
-                color="tab:blue", label="without PAS (CE from scratch)", zorder=4)
-    if path_rows:
-        ax.set_xscale("log")
-    ax.set(title=f"PAS on {summary['name']}", xlabel="GMACs per view", ylabel="top-1 (%)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    return path

@@ -11,18 +11,48 @@ error string, never as an exception that would take the other tasks down.
 A hypothesis asking for more than one GPU trains data-parallel inside its task with Ray Train's
 ``TorchTrainer`` (one worker per GPU); see :func:`scaling_config` and :func:`_train_ddp`.
 Scheduling, processes and communication are all Ray's: nothing here manages them by hand.
+
+Ray is an optional dependency (the ``pas`` extra): without it, importing this module raises an
+:class:`~effvid.errors.EffvidError` that says ``pip install 'effvid[pas]'`` (:func:`import_ray`).
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import Callable
 from typing import Any
 
 from effvid.engine.train_config import TrainConfig
+from effvid.errors import EffvidError
 from effvid.methods.pas.config import RayConfig, ResourcesConfig
 
 logger = logging.getLogger(__name__)
+
+RAY_MISSING = "PAS trains its hypotheses on Ray, which is not installed: pip install 'effvid[pas]'"
+
+
+def import_ray(module: str = "ray") -> Any:
+    """``module`` (``ray`` or one of its submodules), or an :class:`EffvidError` naming the ``pas`` extra.
+
+    Raised when Ray is not installed, or when a Ray Train submodule is missing one of the packages
+    that ``ray[train]`` brings. Any other import failure keeps its traceback (a bug, not a setup step).
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        missing = err.name or ""
+        if missing == "ray" or missing.startswith("ray."):
+            raise EffvidError(RAY_MISSING) from None
+        if module != "ray" and missing:
+            raise EffvidError(f"PAS needs Ray Train ({module}), which cannot import {missing}: "
+                              "pip install 'effvid[pas]'") from None
+        raise
+
+
+# At import, not lazily: run_search imports this module before it writes anything into the run
+# folder, so `effvid shrink` without Ray stops with the one-line error above and leaves no files.
+ray = import_ray()
 
 
 def train_network(cfg: TrainConfig, num_threads: int) -> dict[str, Any]:
@@ -44,8 +74,7 @@ def _result(result: Any) -> dict[str, Any]:
 
 def scaling_config(resources: ResourcesConfig) -> Any:
     """Ray Train's ScalingConfig for a hypothesis that trains over ``resources.num_gpus`` GPUs."""
-    from ray.train import ScalingConfig
-
+    ScalingConfig = import_ray("ray.train").ScalingConfig
     workers = int(resources.num_gpus)
     return ScalingConfig(num_workers=workers, use_gpu=True,
                          resources_per_worker={"CPU": resources.num_cpus / workers, "GPU": 1})
@@ -55,19 +84,18 @@ def _ddp_worker(loop_config: dict[str, Any]) -> None:
     """One Ray Train worker: the trainer joins the process group Ray Train set up (rank 0 reports)."""
     import os
 
-    import ray.train
-
-    context = ray.train.get_context()
+    ray_train = import_ray("ray.train")
+    context = ray_train.get_context()
     os.environ.update(RANK=str(context.get_world_rank()), WORLD_SIZE=str(context.get_world_size()),
                       LOCAL_RANK=str(context.get_local_rank()))
     result = train_network(loop_config["cfg"], loop_config["num_threads"])
-    ray.train.report(result if context.get_world_rank() == 0 else {})
+    ray_train.report(result if context.get_world_rank() == 0 else {})
 
 
 def _train_ddp(cfg: TrainConfig, resources: ResourcesConfig) -> dict[str, Any]:
     """Train ``cfg`` as DDP over ``resources.num_gpus`` GPUs with Ray Train's TorchTrainer."""
-    from ray.train import RunConfig
-    from ray.train.torch import TorchTrainer
+    RunConfig = import_ray("ray.train").RunConfig
+    TorchTrainer = import_ray("ray.train.torch").TorchTrainer
 
     threads = max(1, int(resources.num_cpus / resources.num_gpus))
     trainer = TorchTrainer(_ddp_worker, train_loop_config={"cfg": cfg, "num_threads": threads},
@@ -96,8 +124,6 @@ class RayRunner:
         self._refs: dict[Any, str] = {}
 
     def __enter__(self) -> RayRunner:
-        import ray
-
         if not ray.is_initialized():
             if self.address:
                 ray.init(address=self.address, logging_level=logging.WARNING, log_to_driver=True)
@@ -114,8 +140,6 @@ class RayRunner:
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        import ray
-
         for ref in self._refs:
             ray.cancel(ref, force=True)
         self._refs.clear()
@@ -137,7 +161,6 @@ class RayRunner:
 
     def next_result(self) -> tuple[str, dict[str, Any] | None, str | None]:
         """Wait for one task: ``(key, result, None)`` on success, ``(key, None, error)`` on failure."""
-        import ray
         from ray.exceptions import RayError, RayTaskError
 
         (ref,), _ = ray.wait(list(self._refs), num_returns=1)

@@ -319,7 +319,6 @@ def _cost_fields(spec: Any) -> dict[str, Any]:
 
 
 def _sidecar_spec(meta: Mapping[str, Any], stem: Any) -> Any:
-    import effvid.models  # noqa: F401  (registers the families)
     from effvid.spec import ArchSpec
 
     if meta.get("spec") is None:
