@@ -162,7 +162,14 @@ def _pas_summary(pas: dict[str, Any] | None) -> dict[str, Any] | None:
 
 def run_demo(preset: str = "small", out_dir: str | Path | None = None, *, data_dir: str | Path | None = None,
              progress: bool | None = None) -> tuple[DemoContext, str]:
-    """Run every demo stage; returns the context and the results tables (markdown)."""
+    """Run every demo stage; returns the context and the results tables (markdown).
+
+    Ray (the ``pas`` extra) is checked first, so a missing extra is one line before any
+    training, not a failure after the base has trained.
+    """
+    from effvid.methods.pas.runner import import_ray
+
+    import_ray()
     demo_config_path(preset)
     out = Path(out_dir) if out_dir is not None else Path("runs") / f"demo-{preset}"
     data = Path(data_dir) if data_dir is not None else Path("data") / f"synthactions-{preset}"

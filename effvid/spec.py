@@ -109,14 +109,14 @@ class ArchSpec:
             raise ConfigError(f"ArchSpec.family must be a mapping of setting names to values, got {self.family!r}")
         if self.method is not None and not isinstance(self.method, MethodSpec):
             raise ConfigError(f"ArchSpec.method must be a MethodSpec (name and settings), got {self.method!r}")
-        for field in ("num_classes", "num_frames", "frame_stride", "crop_size"):
-            value = getattr(self, field)
+        for key in ("num_classes", "num_frames", "frame_stride", "crop_size"):
+            value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"ArchSpec.{field} must be a positive integer, got {value!r}")
-        for field in ("width_mult", "depth_mult"):
-            value = getattr(self, field)
+                raise ConfigError(f"ArchSpec.{key} must be a positive integer, got {value!r}")
+        for key in ("width_mult", "depth_mult"):
+            value = getattr(self, key)
             if not isinstance(value, (int, float)) or not value > 0:
-                raise ConfigError(f"ArchSpec.{field} must be a positive number, got {value!r}")
+                raise ConfigError(f"ArchSpec.{key} must be a positive number, got {value!r}")
         if self.sampling not in ("dense", "segments"):
             raise ConfigError(f"ArchSpec.sampling must be 'dense' or 'segments', got {self.sampling!r}")
         if self.train_resize is not None:

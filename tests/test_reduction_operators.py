@@ -9,10 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from effvid.errors import ConfigError
 from effvid.cost.static import count_spec
-from effvid.models import ArchSpec, list_models, round_channels, round_depth
-from effvid.models.registry import default_spec, register_model
+from effvid.errors import ConfigError
 from effvid.methods.pas.operators import (
     Pruned,
     Reduced,
@@ -25,12 +23,15 @@ from effvid.methods.pas.operators import (
     epsilon_t,
     parse_operators,
 )
+from effvid.models import ArchSpec, list_models, round_channels, round_depth
+from effvid.models.base import ModelBase
+from effvid.models.registry import default_spec, register_model
 
 TINY = "optest_tiny3d"
 TINY_TWO_PATH = "optest_tiny_twopath"
 
 
-class TinyNet(nn.Module):
+class TinyNet(ModelBase):
     """Stem (stride 4) and two stages (stride 2 each) of conv blocks: total spatial stride 16."""
 
     def __init__(self, spec: ArchSpec) -> None:
@@ -45,8 +46,11 @@ class TinyNet(nn.Module):
         self.body = nn.Sequential(*layers)
         self.fc = nn.Linear(cin, spec.num_classes)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.body(self.stem(x)).mean((2, 3, 4)))
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(self.stem(x))
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.fc(features.mean((2, 3, 4)))
 
 
 if TINY not in list_models():

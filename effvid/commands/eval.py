@@ -28,9 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from effvid.commands import info, print_json
-    from effvid.engine.checkpoint import read_sidecar
+    from effvid.engine.checkpoint import read_sidecar, resolve_checkpoint
     from effvid.engine.evaluate import evaluate, parse_views
-    from effvid.engine.checkpoint import resolve_checkpoint
     from effvid.errors import ConfigError
     from effvid.report.tables import markdown_table
 

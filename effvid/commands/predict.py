@@ -22,9 +22,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from effvid.commands import print_json
+    from effvid.engine.checkpoint import resolve_checkpoint
     from effvid.engine.evaluate import parse_views
     from effvid.engine.predict import predict
-    from effvid.engine.checkpoint import resolve_checkpoint
 
     result = predict(resolve_checkpoint(args.checkpoint), args.video, topk=args.topk, views=parse_views(args.views))
     if args.json:

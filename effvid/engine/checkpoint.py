@@ -21,13 +21,12 @@ from __future__ import annotations
 import datetime as _dt
 import functools
 import json
-import os
 import random
 import re
 import subprocess
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import torch

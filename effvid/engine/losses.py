@@ -461,7 +461,7 @@ class FeatureDistillation(nn.Module):
             raise ConfigError(f"student stages {[len(s) for s in s_shapes]} and teacher stages "
                               f"{[len(t) for t in t_shapes]} (feature maps per stage) cannot be paired")
         connectors, device = [], next(teacher.model.parameters()).device
-        for stage_index, (stage, s_stage, t_stage) in enumerate(zip(teacher_stages, s_shapes, t_shapes)):
+        for stage, s_stage, t_stage in zip(teacher_stages, s_shapes, t_shapes):
             for s, t in zip(s_stage, t_stage):
                 same = kind == "mse" and s[1] == t[1]
                 connectors.append(nn.Identity() if same else _connector(s[1], t[1], len(s), with_bn=kind == "margin_relu"))

@@ -12,8 +12,8 @@ from typing import Any
 
 import torch
 
-from effvid.data.annotations import Annotation, VideoRecord
 from effvid.cost.static import count_cost, spec_input_shape
+from effvid.data.annotations import Annotation, VideoRecord
 from effvid.engine.evaluate import cost_summary, resolve_model, static_cost_summary, to_device
 from effvid.errors import ConfigError, VideoError
 from effvid.models.base import is_dynamic, model_output

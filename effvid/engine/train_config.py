@@ -21,6 +21,7 @@ from effvid.errors import ConfigError
 from effvid.models.registry import default_spec
 from effvid.spec import ArchSpec
 
+
 @dataclass(frozen=True)
 class PretrainedConfig:
     """Weights to start from: a checkpoint ``path`` in ``source``'s layout (effvid, torchvision,

@@ -23,14 +23,14 @@ Choices worth knowing:
 
 from __future__ import annotations
 
-import logging
 import contextlib
 import dataclasses
 import json
+import logging
 import math
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,10 +57,10 @@ from effvid.engine.losses import (
 )
 from effvid.engine.optim import apply_stage_trainable, load_matching, stage_of_epoch
 from effvid.engine.schedules import build_lr_scheduler, build_optimizer
-from effvid.models import load_pretrained
 from effvid.engine.train_config import TrainConfig
 from effvid.errors import CheckpointError, ConfigError, EffvidError
 from effvid.io import write_text
+from effvid.models import load_pretrained
 
 logger = logging.getLogger(__name__)
 

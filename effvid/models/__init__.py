@@ -8,7 +8,20 @@ Importing this package (or any module in it) registers every family. Public API:
 :func:`prepare_for_inference`.
 """
 
+# Family modules register their models on import (one line each).
+from effvid.models import (
+    efficientnet,  # noqa: F401
+    i3d,  # noqa: F401
+    mobilenet_v2,  # noqa: F401
+    resnet2d,  # noqa: F401
+    slowfast,  # noqa: F401
+    temporal,  # noqa: F401
+    video_resnet,  # noqa: F401
+    x3d,  # noqa: F401
+)
 from effvid.models.base import ModelBase, ModelOutput, VideoModel, is_dynamic, model_output, replace_modules
+from effvid.models.inference import prepare_for_inference  # noqa: E402
+from effvid.models.pretrained import LoadReport, load_pretrained  # noqa: E402
 from effvid.models.registry import (
     create,
     create_from_spec,
@@ -20,18 +33,6 @@ from effvid.models.registry import (
     register_method,
 )
 from effvid.spec import ArchSpec, MethodSpec, round_channels, round_depth
-
-# Family modules register their models on import (one line each).
-from effvid.models import video_resnet  # noqa: F401
-from effvid.models import i3d  # noqa: F401
-from effvid.models import resnet2d  # noqa: F401
-from effvid.models import mobilenet_v2  # noqa: F401
-from effvid.models import efficientnet  # noqa: F401
-from effvid.models import temporal  # noqa: F401
-from effvid.models import slowfast  # noqa: F401
-from effvid.models import x3d  # noqa: F401
-from effvid.models.pretrained import LoadReport, load_pretrained  # noqa: E402
-from effvid.models.inference import prepare_for_inference  # noqa: E402
 
 __all__ = [
     "ArchSpec",

@@ -128,6 +128,10 @@ def _register(name: str) -> None:
         return build_efficientnet(num_classes=spec.num_classes, width_mult=scale.width * spec.width_mult,
                                   depth_mult=scale.depth * spec.depth_mult, dropout=spec.dropout)
 
+    build.__name__ = name
+    build.__doc__ = (f"{name}: EfficientNet at width x{scale.width}, depth x{scale.depth} of B0, "
+                     f"native crop {scale.crop_size} (the spec's multipliers compound with these).")
+
 
 for _name in SCALES:
     _register(_name)

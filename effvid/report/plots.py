@@ -91,7 +91,7 @@ def plot_accuracy_vs_gmacs(path: str | Path, *, groups: Sequence[Series] = (), l
     return _save(fig, path)
 
 
-#: PAS operator -> marker in the search plot (spatial, temporal, frame rate, channels, layers).
+#: PAS operator -> marker in the search plot (input size, clip length, frame rate, channels, layers).
 PAS_MARKERS = {"s": "o", "t": "s", "f": "^", "c": "D", "l": "v"}
 
 
@@ -115,8 +115,8 @@ def plot_search(summary: Mapping[str, Any], path: str | Path) -> Path:
                                   log_gmacs=bool(selected))
 
 
-def plot_confusion_matrix(matrix: torch.Tensor | np.ndarray | Sequence[Sequence[float]], class_names: Sequence[str], path: str | Path, *,
-                          normalize: bool = True, title: str = "Confusion matrix") -> Path:
+def plot_confusion_matrix(matrix: torch.Tensor | np.ndarray | Sequence[Sequence[float]], class_names: Sequence[str],
+                          path: str | Path, *, normalize: bool = True, title: str = "Confusion matrix") -> Path:
     """``matrix`` (``(K, K)`` counts, rows true, columns predicted; a tensor, an array or nested
     lists) as a PNG heat map, rows normalised to recall if ``normalize``; class names label the
     axes up to 60 classes."""

@@ -9,12 +9,12 @@ from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
-from videotools import index_frame
 from PIL import Image
 
 from effvid.cli import main
 from effvid.data.annotations import load_annotations
 from effvid.data.check import SUMMARY_FIELDS, check_dataset
+from videotools import index_frame
 
 WITH_DECORD = pytest.param(
     "decord", marks=pytest.mark.skipif(find_spec("decord") is None, reason="decord is not installed")

@@ -8,12 +8,12 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from videotools import decode_index, index_frame
 from PIL import Image
 
 from effvid.data.decode import FRAME_FOLDER_FPS, open_video, probe_video
 from effvid.data.video_writer import write_video
 from effvid.errors import ConfigError, VideoError
+from videotools import decode_index, index_frame
 
 WITH_DECORD = pytest.param(
     "decord", marks=pytest.mark.skipif(find_spec("decord") is None, reason="decord is not installed")

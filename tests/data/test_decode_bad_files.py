@@ -9,11 +9,11 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from videotools import decode_index
 
 from effvid.data.check import check_video
 from effvid.data.decode import open_video
 from effvid.errors import VideoError
+from videotools import decode_index
 
 WITH_DECORD = pytest.param(
     "decord", marks=pytest.mark.skipif(find_spec("decord") is None, reason="decord is not installed")

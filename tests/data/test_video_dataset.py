@@ -7,7 +7,6 @@ import logging
 import numpy as np
 import pytest
 import torch
-from videotools import decode_index
 from torch.utils.data import DataLoader, DistributedSampler
 
 from effvid.data.annotations import Annotation, VideoRecord
@@ -15,6 +14,7 @@ from effvid.data.dataset import VideoDataset, build_loader
 from effvid.data.sampling import ClipSampler
 from effvid.errors import EffvidError, VideoError
 from effvid.spec import ArchSpec
+from videotools import decode_index
 
 NUM_FRAMES = 64
 # Frames are 96 x 96: a 96 crop at short side 96 is the whole frame, untouched, and a unit

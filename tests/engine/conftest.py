@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,9 @@ import yaml
 
 from effvid.data.synthetic import SynthPreset, generate
 from effvid.spec import ArchSpec
+
+PLUGIN = Path(__file__).resolve().parents[1] / "plugins" / "effvid_toy_skip.py"
+"""The toy dynamic method (``toy_skip``), which effvid finds through its entry point."""
 
 # R(2+1)D-18 at width 1/4, depth 1/2 (one block per stage), 4 frames of 32x32: about 6 MMACs.
 TINY_MODEL = {"name": "r2plus1d_18", "num_frames": 4, "frame_stride": 2, "crop_size": 32, "width_mult": 0.25,
@@ -70,3 +74,21 @@ def write_config(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return make
+
+
+@pytest.fixture(scope="session")
+def plugin_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder holding the toy method and the dist-info that announces its entry point."""
+    root = tmp_path_factory.mktemp("plugins")
+    shutil.copy(PLUGIN, root / PLUGIN.name)
+    info = root / "effvid_toy_skip-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: effvid-toy-skip\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[effvid.methods]\ntoy_skip = effvid_toy_skip\n")
+    return root
+
+
+@pytest.fixture
+def discoverable(plugin_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.syspath_prepend(str(plugin_dir))
+    return plugin_dir

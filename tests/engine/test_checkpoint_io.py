@@ -26,19 +26,23 @@ from effvid.engine.checkpoint import (
 )
 from effvid.engine.schedules import ScheduleConfig, build_lr_scheduler
 from effvid.errors import CheckpointError
+from effvid.models.base import ModelBase
 from effvid.models.registry import create_from_spec, register_model
 from effvid.spec import ArchSpec
 
 
-class TinyClassifier(nn.Module):
+class TinyClassifier(ModelBase):
     def __init__(self, spec: ArchSpec) -> None:
         super().__init__()
         self.conv = nn.Conv3d(3, 4, 3, padding=1)
         self.bn = nn.BatchNorm3d(4)
         self.fc = nn.Linear(4, spec.num_classes)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.relu(self.bn(self.conv(x))).mean(dim=(2, 3, 4)))
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.bn(self.conv(x)))
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.fc(features.mean(dim=(2, 3, 4)))
 
 
 SPEC = ArchSpec(name="engine_checkpoint_tiny", num_classes=3, num_frames=2, crop_size=8)

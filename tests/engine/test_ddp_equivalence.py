@@ -67,3 +67,37 @@ def test_two_process_gloo_matches_single_process(write_config, tmp_path):
     other = train(load_train_config(config, [f"run_dir={tmp_path / 'other'}", "batch_size=2"]), progress=False)
     three, _ = ckpt.load_checkpoint(other.last_checkpoint)
     assert (three["fc.weight"] - one["fc.weight"]).abs().max() > 100 * TOLERANCE
+
+
+def test_loss_term_modules_train_under_ddp_like_one_process(write_config, tmp_path):
+    """Feature distillation's connectors (a loss term's own parameters) are averaged by DDP with
+    the model: two Gloo processes end with the single process's connector weights."""
+    from effvid.models import create_from_spec, default_spec
+
+    frames = np.random.default_rng(1).integers(0, 256, size=(4, 64, 64, 3), dtype=np.uint8)
+    write_video(tmp_path / "clip.mp4", frames, fps=25.0)
+    annotation = tmp_path / "same_video.txt"
+    annotation.write_text("".join(f"clip.mp4 {i % 4}\n" for i in range(8)))
+    model = {"frame_stride": 1, "num_classes": 4, "crop_size": 64, "train_resize": [64, 64], "test_resize": 64}
+    teacher = create_from_spec(default_spec("r2plus1d_18", num_classes=4, num_frames=4, crop_size=64, width_mult=0.5,
+                                            depth_mult=0.5, train_resize=(64, 64), test_resize=64))
+    ckpt.save_checkpoint(tmp_path / "teacher", model=teacher)
+    config = write_config(annotation, None, epochs=1, batch_size=4, model=model,
+                          optim={"name": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 0.0},
+                          distill={"teacher": str(tmp_path / "teacher"), "feature": "mse", "teacher_bn": "eval"})
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        single = train(load_train_config(config, [f"run_dir={tmp_path / 'single'}"]), progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    subprocess.run([str(TORCHRUN), "--standalone", "--nproc_per_node", "2", "-m", "effvid.cli", "train", str(config),
+                    "batch_size=2", f"run_dir={tmp_path / 'ddp'}"], check=True, env=env, capture_output=True,
+                   timeout=300)
+    one = ckpt.load_training_state(single.last_checkpoint)["extra"]["loss_modules"]
+    two = ckpt.load_training_state(ckpt.find_last_complete(tmp_path / "ddp"))["extra"]["loss_modules"]
+    weights = [k for k in one if k.startswith("feature.connectors") and k.endswith("weight")]
+    assert weights, sorted(one)
+    for key in weights:
+        assert (one[key] - two[key]).abs().max().item() <= TOLERANCE, key

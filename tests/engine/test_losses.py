@@ -28,6 +28,7 @@ from effvid.engine.losses import (
     margins_from_bn,
 )
 from effvid.errors import ConfigError
+from effvid.models.base import ModelBase
 from effvid.models.registry import create_from_spec, register_model
 from effvid.spec import ArchSpec
 
@@ -46,7 +47,7 @@ class _Block(nn.Module):
         return torch.relu(out + (x if self.proj is None else self.proj(x)))
 
 
-class TinyStaged(nn.Module):
+class TinyStaged(ModelBase):
     """Two residual stages, BN, dropout: enough to exercise teacher modes and stage hooks."""
 
     stage_names = ("layer1", "layer2")
@@ -60,9 +61,11 @@ class TinyStaged(nn.Module):
         self.dropout = nn.Dropout(0.5)
         self.fc = nn.Linear(2 * width, spec.num_classes)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.layer2(self.layer1(self.stem(x)))
-        return self.fc(self.dropout(x.mean(dim=(2, 3, 4))))
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer2(self.layer1(self.stem(x)))
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.dropout(features.mean(dim=(2, 3, 4))))
 
 
 SPEC = ArchSpec(name="engine_losses_tiny", num_classes=4, num_frames=4, crop_size=8)
@@ -171,7 +174,7 @@ def test_teacher_never_changes_while_a_student_trains(tmp_path: Path) -> None:
     opt = torch.optim.SGD(list(student.parameters()) + list(features.parameters()), lr=0.1)
     student_before = _state(student)
     student.train()
-    for step in range(3):
+    for _step in range(3):
         clip = torch.randn(4, 3, 4, 8, 8)
         loss, values = composer(LossContext(logits=student(clip), targets=torch.tensor([0, 1, 2, 3]), inputs=clip))
         opt.zero_grad()

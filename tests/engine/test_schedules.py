@@ -106,3 +106,17 @@ def test_incomplete_schedules_are_config_errors() -> None:
         ScheduleConfig(milestones=[30, 10])
     with pytest.raises(ConfigError, match="nesterov"):
         OptimConfig(name="adamw", nesterov=True)
+
+
+def test_stage_lr_scales_multiply_the_schedule_per_epoch():
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = build_lr_scheduler(opt, ScheduleConfig(decay="constant"), total_epochs=3, iters_per_epoch=2,
+                               epoch_scales=[1.0, 0.1, 0.01])
+    lrs = []
+    for _ in range(6):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs == pytest.approx([1.0, 1.0, 0.1, 0.1, 0.01, 0.01])
+    with pytest.raises(ValueError, match="epoch_scales"):
+        build_lr_scheduler(opt, ScheduleConfig(), total_epochs=3, iters_per_epoch=2, epoch_scales=[1.0])

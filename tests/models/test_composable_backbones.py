@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from effvid.models import create
+from effvid.models import create, default_spec
 from effvid.models.base import replace_modules
 from effvid.models.i3d import InflatedBottleneck, build_i3d_resnet
 from effvid.models.layers import BasicBlock, Bottleneck
@@ -67,7 +67,7 @@ def test_a_block_factory_gets_the_stride_and_shift_of_each_block():
 
 
 def test_resnet_from_spec_uses_the_standard_block_unless_given_one():
-    spec = create("resnet18").spec.replace(width_mult=0.25, depth_mult=0.25)
+    spec = default_spec("resnet18", width_mult=0.25, depth_mult=0.25)
     assert type(resnet_from_spec("resnet18", spec).layer1[0]) is BasicBlock
     assert type(resnet_from_spec("resnet50", spec).layer1[0]) is Bottleneck
     custom = resnet_from_spec("resnet18", spec, block=CountingBasicBlock)
@@ -124,5 +124,6 @@ def test_replace_modules_leaves_a_nested_match_to_the_outer_factory():
 
     replace_modules(model, lambda name, m: name == "layer1.0" or isinstance(m, nn.Conv3d), factory)
     assert "layer1.0" in seen and not [n for n in seen if n.startswith("layer1.0.")]
-    assert isinstance(model.layer1[0], Wrapped) and not any(isinstance(m, Wrapped) for m in model.layer1[0].inner.modules())
+    assert isinstance(model.layer1[0], Wrapped)
+    assert not any(isinstance(m, Wrapped) for m in model.layer1[0].inner.modules())
     assert isinstance(model.layer1[1].conv1[0][0], Wrapped)

@@ -11,9 +11,9 @@ from torch import nn
 
 from effvid.commands import flops as flops_command
 from effvid.commands import models as models_command
+from effvid.cost.static import BN_MACS_PER_ELEMENT, count_cost, count_spec
 from effvid.engine.checkpoint import save_checkpoint
 from effvid.errors import CheckpointError, ConfigError
-from effvid.cost.static import BN_MACS_PER_ELEMENT, count_cost, count_spec
 from effvid.models import default_spec, list_models
 
 

@@ -114,6 +114,22 @@ def test_effvid_checkpoints_and_bare_safetensors_reproduce_outputs(tmp_path):
     assert_loads_exactly("x3d_xs", tmp_path / "run" / "best.safetensors", "effvid")
 
 
+def test_a_corrupt_or_foreign_effvid_checkpoint_is_a_checkpoint_error(tmp_path):
+    sidecar = save_checkpoint(tmp_path / "best", model=trained("x3d_xs"))
+    weights = tmp_path / "best.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"best\.safetensors: corrupt checkpoint"):
+        load_pretrained(trained("x3d_xs"), tmp_path / "best", "effvid")
+    sidecar.write_text('{"format": "someone-else"}')
+    with pytest.raises(CheckpointError, match=r"best\.json: not an effvid checkpoint sidecar"):
+        load_pretrained(trained("x3d_xs"), tmp_path / "best.json", "effvid")
+    sidecar.write_text("{not json")
+    with pytest.raises(CheckpointError, match=r"best\.json: unreadable checkpoint sidecar"):
+        load_pretrained(trained("x3d_xs"), tmp_path / "best.state.pt", "effvid")
+
+
 def test_torchvision_state_dict_loads_a_frame_model(tmp_path):
     torch.manual_seed(0)
     reference = create("resnet18", num_classes=10).eval()

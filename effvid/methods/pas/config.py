@@ -18,8 +18,8 @@ from effvid.config import from_dict, load_config, to_dict
 from effvid.engine.losses import DistillConfig
 from effvid.engine.train_config import DataConfig, ModelConfig, TrainConfig
 from effvid.errors import ConfigError
-from effvid.spec import ArchSpec
 from effvid.methods.pas.operators import DEFAULT_GAMMAS, OPERATORS, parse_operators
+from effvid.spec import ArchSpec
 
 RECIPE_RESERVED = ("run_dir", "model", "data", "distill", "init_from", "init_lr_scale", "resume")
 """TrainConfig keys PAS sets per hypothesis; a ``train`` recipe may not contain them."""

@@ -20,8 +20,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from effvid.io import atomic_write
 from effvid.errors import ConfigError
+from effvid.io import atomic_write
 
 LEDGER_FILE = "ledger.json"
 LEDGER_VERSION = 1

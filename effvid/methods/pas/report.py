@@ -15,8 +15,8 @@ is quick. ``effvid shrink report RUN_DIR`` rewrites it from the ledger alone.
 
 from __future__ import annotations
 
-import logging
 import json
+import logging
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -81,8 +81,8 @@ def _row(model: str, entry: dict[str, Any], views: int, control: dict[str, Any] 
 
 def measure_latencies(ledger: Ledger, *, repeats: int, threads: int, log: Callable[[str], None] = logger.info) -> None:
     """Measure the batch-1 CPU latency of the base and every selected network not measured yet."""
-    from effvid.spec import ArchSpec
     from effvid.cost.latency import cpu_latency_ms
+    from effvid.spec import ArchSpec
 
     if repeats < 1:
         return

@@ -126,7 +126,8 @@ def run_search(cfg: ShrinkConfig, *, ray_address: str | None = None, log: Callab
     ledger = Ledger.in_run_dir(run_dir)
     ledger.meta.update(config=to_dict(cfg))
     ledger.save()
-    from effvid.methods.pas.report import summarise, write_report as write
+    from effvid.methods.pas.report import summarise
+    from effvid.methods.pas.report import write_report as write
 
     try:
         with RayRunner(cfg.resources, cfg.ray, address=ray_address, log=log) as runner:
@@ -180,9 +181,8 @@ class _Search:
         return entry
 
     def _evaluate_base(self, checkpoint: str) -> dict[str, Any]:
-        from effvid.engine.checkpoint import read_sidecar
+        from effvid.engine.checkpoint import read_sidecar, resolve_checkpoint
         from effvid.engine.evaluate import evaluate
-        from effvid.engine.checkpoint import resolve_checkpoint
 
         stem = resolve_checkpoint(checkpoint)
         spec = _sidecar_spec(read_sidecar(stem), stem)

@@ -16,10 +16,10 @@ import yaml
 from effvid.data.synthetic.generate import PRESETS, generate
 from effvid.engine.checkpoint import save_checkpoint
 from effvid.errors import EffvidError
-from effvid.models import create_from_spec, default_spec
 from effvid.methods.pas.config import load_shrink_config
 from effvid.methods.pas.ledger import Ledger
 from effvid.methods.pas.search import run_search
+from effvid.models import create_from_spec, default_spec
 
 
 @pytest.fixture(scope="module")

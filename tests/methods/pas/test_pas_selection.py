@@ -7,14 +7,14 @@ import math
 import pytest
 
 from effvid.config import from_dict
-from effvid.errors import ConfigError
 from effvid.cost.static import count_spec
-from effvid.models import default_spec
+from effvid.errors import ConfigError
 from effvid.methods.pas.config import ResourcesConfig, ShrinkConfig
 from effvid.methods.pas.ledger import Ledger, hypothesis_id
 from effvid.methods.pas.operators import DEFAULT_GAMMAS, Pruned, Reduced
 from effvid.methods.pas.runner import scaling_config, task_options
 from effvid.methods.pas.search import cost_ratios, eq1_score, generate_hypotheses, ratios_agree, select_hypothesis
+from effvid.models import default_spec
 
 BASE = {"id": "base", "top1": 0.70, "top5": 0.90, "gmacs": 40.0}
 

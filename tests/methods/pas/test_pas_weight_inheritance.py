@@ -11,10 +11,10 @@ import torch
 from effvid.config import from_dict
 from effvid.data.synthetic.generate import PRESETS, generate
 from effvid.engine.checkpoint import load_checkpoint, save_checkpoint
-from effvid.models import create_from_spec, default_spec
 from effvid.methods.pas.config import ShrinkConfig
 from effvid.methods.pas.ledger import Ledger
 from effvid.methods.pas.search import run_search
+from effvid.models import create_from_spec, default_spec
 
 LR = 0.05
 
