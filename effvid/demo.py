@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from effvid.errors import EffvidError
+from effvid.report.tables import COST_COLUMNS
 
 logger = logging.getLogger(__name__)
 
@@ -28,9 +29,9 @@ PAS_ITERATIONS = {"tiny": 2, "small": 3}
 """How many PAS iterations the demo runs after the base, per preset."""
 CONFIG_DIR = Path(__file__).resolve().parent / "configs" / "demo"
 """The demo configs, shipped inside the package (so an installed wheel runs the demo anywhere)."""
-TABLE_COLUMNS = [("model", "model"), ("video_top1", "top-1"), ("video_top5", "top-5"),
-                 ("gmacs_per_view", "GMACs/view"), ("views", "views"), ("gmacs_per_video", "GMACs/video"),
-                 ("params", "params"), ("clips_per_second", "clips/s")]
+TABLE_COLUMNS = [("model", "model"), ("video_top1", "top-1"), ("video_top5", "top-5"), *COST_COLUMNS,
+                 ("views", "views"), ("gmacs_per_video", "GMACs/video"), ("params", "params"),
+                 ("clips_per_second", "clips/s")]
 
 
 @dataclass

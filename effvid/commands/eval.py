@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from effvid.report.tables import COST_COLUMNS
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -58,6 +60,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 EVAL_COLUMNS = [("video_top1", "video top-1"), ("video_top5", "video top-5"), ("clip_top1", "clip top-1"),
-                ("mean_class_acc", "mean class acc"), ("mAP", "mAP"), ("gmacs_per_view", "GMACs/view"),
-                ("views", "views"), ("gmacs_per_video", "GMACs/video"), ("params", "params"),
-                ("clips_per_second", "clips/s"), ("num_videos", "videos")]
+                ("mean_class_acc", "mean class acc"), ("mAP", "mAP"), *COST_COLUMNS, ("views", "views"),
+                ("gmacs_per_video", "GMACs/video"), ("params", "params"), ("clips_per_second", "clips/s"),
+                ("num_videos", "videos")]

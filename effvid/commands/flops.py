@@ -65,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
         print_json(out)
         return 0
     bn = " incl. BN" if args.with_bn else ""
-    print(f"{report.model}: {report.gmacs:.3f} GMACs{bn} per view at input {format_shape(report.input_shape)} (B,C,T,H,W), "
+    dense = " (dynamic: dense, every decision at its largest; `effvid eval` measures the mean)" if report.dynamic else ""
+    print(f"{report.model}: {report.gmacs:.3f} GMACs{bn}{dense} per view at input {format_shape(report.input_shape)} (B,C,T,H,W), "
           f"{report.params:,} params")
     if args.per_layer:
         width = max(len(row["module"]) for row in report.layers)

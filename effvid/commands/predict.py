@@ -32,6 +32,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     views = "x".join(map(str, result["views"]))
     print(f"{result['video']}  ({result['model']}, {views} views, {result['gmacs']:.3f} GMACs)")
+    if result["dynamic"]:
+        print(f"     per view {result['gmacs_per_view']:.3f} GMACs (min {result['gmacs_per_view_min']:.3f}, max "
+              f"{result['gmacs_per_view_max']:.3f}; dense {result['dense_gmacs_per_view']:.3f})")
     for rank, item in enumerate(result["topk"], 1):
         print(f"{rank:>3}. {item['class']:<30} {item['probability']:.4f}")
     return 0

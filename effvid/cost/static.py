@@ -26,6 +26,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from effvid.errors import ConfigError
+from effvid.models.base import is_dynamic
 from effvid.spec import ArchSpec
 
 BN_MACS_PER_ELEMENT = 5
@@ -49,6 +50,8 @@ class CostReport:
 
     ``layers`` (when asked for) holds one row ``{"module", "op", "gmacs"}`` per module and op,
     with the ops a module runs itself (not those of its children); the rows sum to ``gmacs``.
+    For a dynamic model (``dynamic``) ``gmacs`` is its dense cost, every decision at its
+    largest: what it costs per view depends on the input and is measured by evaluation.
     """
 
     model: str
@@ -56,6 +59,7 @@ class CostReport:
     gmacs: float
     params: int
     with_bn: bool = False
+    dynamic: bool = False
     layers: list[dict[str, Any]] | None = field(default=None, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -66,6 +70,7 @@ class CostReport:
             "gmacs": self.gmacs,
             "params": self.params,
             "with_bn": self.with_bn,
+            "dynamic": self.dynamic,
         }
         if self.layers is not None:
             out["layers"] = self.layers
@@ -120,6 +125,8 @@ def count_cost(
         raise TypeError(f"count_cost takes a model, a model name or an ArchSpec, not {type(target).__name__}")
     name = spec.name if spec is not None else type(model).__name__
     shape = _full_shape(input_shape, spec, name)
+    if is_dynamic(model):
+        return _dense_report(model, name, shape, spec, with_bn=with_bn, per_layer=per_layer)
     flops, layers = _count_meta_flops(model, shape, with_bn=with_bn, per_layer=per_layer)
     batch = shape[0]
     if layers is not None:
@@ -133,6 +140,21 @@ def count_cost(
         with_bn=with_bn,
         layers=layers,
     )
+
+
+def _dense_report(model: nn.Module, name: str, shape: tuple[int, ...], spec: ArchSpec | None, *, with_bn: bool,
+                  per_layer: bool) -> CostReport:
+    """A dynamic model's report: its own dense cost, which it states at its spec's input only."""
+    if spec is None or tuple(shape[1:]) != spec_input_shape(spec)[1:]:
+        raise ConfigError(f"{name}: a dynamic model states its dense cost at its spec's input "
+                          f"{format_shape(spec_input_shape(spec)) if spec else '(no spec)'}; "
+                          f"change the spec to price another input")
+    if with_bn or per_layer:
+        raise ConfigError(f"{name}: a dynamic model's cost depends on its input; per-layer and BatchNorm "
+                          "counts are for static networks (run `effvid eval` for the measured cost)")
+    params = sum(p.numel() for p in model.parameters())
+    return CostReport(model=name, input_shape=(1, *shape[1:]), gmacs=float(model.dense_gmacs()), params=params,
+                      dynamic=True)
 
 
 def _full_shape(input_shape: Sequence[int] | None, spec: ArchSpec | None, name: str) -> tuple[int, ...]:

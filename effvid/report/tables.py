@@ -6,6 +6,11 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+COST_COLUMNS = [("gmacs_per_view", "GMACs/view (mean)"), ("gmacs_per_view_min", "min"),
+                ("gmacs_per_view_max", "max"), ("dense_gmacs_per_view", "dense")]
+"""The per-view cost columns of every results table: a dynamic model's mean, min and max over
+the views evaluated and its dense cost (every decision at its largest); all equal for a static one."""
+
 
 def format_cell(value: Any, digits: int = 3) -> str:
     """A table cell: floats to ``digits`` decimals, ints with thousands separators, ``None``/NaN as ``-``."""

@@ -14,25 +14,7 @@ from effvid.cost.executed import ExecutedCost, check_reported_cost, count_execut
 from effvid.cost.static import BN_MACS_PER_ELEMENT, count_cost
 from effvid.models import create_from_spec, default_spec, get_entry, list_models
 from effvid.models.base import ModelBase, ModelOutput
-
-
-class ConvLinear(nn.Module):
-    """One Conv3d, one BatchNorm3d and one Linear: every MAC can be counted by hand."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv3d(3, 8, kernel_size=3, stride=(1, 2, 2), padding=1)
-        self.bn = nn.BatchNorm3d(8)
-        self.fc = nn.Linear(8, 5)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.fc(torch.relu(self.bn(self.conv(x))).mean((2, 3, 4)))
-
-
-# input (3, 4, 16, 16); conv output (8 channels, 4 x 8 x 8), 3*27 MACs per output element
-CONV_MACS = 8 * 4 * 8 * 8 * 3 * 27
-LINEAR_MACS = 8 * 5
-BN_ELEMENTS = 8 * 4 * 8 * 8
+from handcounted import BN_ELEMENTS, CONV_MACS, LINEAR_MACS, ConvLinear
 
 
 def test_hand_checked_macs_per_sample_with_and_without_batch_norm():

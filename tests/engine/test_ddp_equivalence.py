@@ -33,15 +33,21 @@ TORCHRUN = Path(sys.executable).with_name("torchrun")
 TOLERANCE = 1e-5
 
 
-def test_two_process_gloo_matches_single_process(write_config, tmp_path):
-    frames = np.random.default_rng(0).integers(0, 256, size=(4, 64, 64, 3), dtype=np.uint8)
+MODEL = {"frame_stride": 1, "num_classes": 4, "crop_size": 64, "train_resize": [64, 64], "test_resize": 64}
+"""The tiny R(2+1)D on whole 4-frame 64x64 clips (see the module docstring)."""
+
+
+def _same_video(tmp_path: Path, seed: int) -> Path:
+    """An annotation of 8 records of one random video with labels 0-3 (module docstring)."""
+    frames = np.random.default_rng(seed).integers(0, 256, size=(4, 64, 64, 3), dtype=np.uint8)
     write_video(tmp_path / "clip.mp4", frames, fps=25.0)
     annotation = tmp_path / "same_video.txt"
     annotation.write_text("".join(f"clip.mp4 {i % 4}\n" for i in range(8)))
-    model = {"frame_stride": 1, "num_classes": 4, "crop_size": 64, "train_resize": [64, 64], "test_resize": 64}
-    config = write_config(annotation, None, epochs=2, batch_size=4, model=model,
-                          optim={"name": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 0.0001})
+    return annotation
 
+
+def _single_and_ddp(config: Path, tmp_path: Path):
+    """Train ``config`` in this process (global batch 4) and as two Gloo processes of batch 2."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the same arithmetic as each torchrun worker (OMP_NUM_THREADS=1)
     try:
@@ -52,6 +58,13 @@ def test_two_process_gloo_matches_single_process(write_config, tmp_path):
     subprocess.run([str(TORCHRUN), "--standalone", "--nproc_per_node", "2", "-m", "effvid.cli", "train", str(config),
                     "batch_size=2", f"run_dir={tmp_path / 'ddp'}"], check=True, env=env, capture_output=True,
                    timeout=300)
+    return single
+
+
+def test_two_process_gloo_matches_single_process(write_config, tmp_path):
+    config = write_config(_same_video(tmp_path, 0), None, epochs=2, batch_size=4, model=MODEL,
+                          optim={"name": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 0.0001})
+    single = _single_and_ddp(config, tmp_path)
 
     ddp_stem = ckpt.find_last_complete(tmp_path / "ddp")
     assert ddp_stem is not None and ddp_stem.name == "epoch_0002"
@@ -74,27 +87,13 @@ def test_loss_term_modules_train_under_ddp_like_one_process(write_config, tmp_pa
     the model: two Gloo processes end with the single process's connector weights."""
     from effvid.models import create_from_spec, default_spec
 
-    frames = np.random.default_rng(1).integers(0, 256, size=(4, 64, 64, 3), dtype=np.uint8)
-    write_video(tmp_path / "clip.mp4", frames, fps=25.0)
-    annotation = tmp_path / "same_video.txt"
-    annotation.write_text("".join(f"clip.mp4 {i % 4}\n" for i in range(8)))
-    model = {"frame_stride": 1, "num_classes": 4, "crop_size": 64, "train_resize": [64, 64], "test_resize": 64}
     teacher = create_from_spec(default_spec("r2plus1d_18", num_classes=4, num_frames=4, crop_size=64, width_mult=0.5,
                                             depth_mult=0.5, train_resize=(64, 64), test_resize=64))
     ckpt.save_checkpoint(tmp_path / "teacher", model=teacher)
-    config = write_config(annotation, None, epochs=1, batch_size=4, model=model,
+    config = write_config(_same_video(tmp_path, 1), None, epochs=1, batch_size=4, model=MODEL,
                           optim={"name": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 0.0},
                           distill={"teacher": str(tmp_path / "teacher"), "feature": "mse", "teacher_bn": "eval"})
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        single = train(load_train_config(config, [f"run_dir={tmp_path / 'single'}"]), progress=False)
-    finally:
-        torch.set_num_threads(threads)
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    subprocess.run([str(TORCHRUN), "--standalone", "--nproc_per_node", "2", "-m", "effvid.cli", "train", str(config),
-                    "batch_size=2", f"run_dir={tmp_path / 'ddp'}"], check=True, env=env, capture_output=True,
-                   timeout=300)
+    single = _single_and_ddp(config, tmp_path)
     one = ckpt.load_training_state(single.last_checkpoint)["extra"]["loss_modules"]
     two = ckpt.load_training_state(ckpt.find_last_complete(tmp_path / "ddp"))["extra"]["loss_modules"]
     weights = [k for k in one if k.startswith("feature.connectors") and k.endswith("weight")]

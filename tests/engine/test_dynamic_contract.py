@@ -96,6 +96,13 @@ def test_eval_and_predict_report_mean_min_max_and_dense_cost_from_executed_count
     assert prediction["gmacs_per_view_max"] == pytest.approx(model.cheap_gmacs, rel=1e-9)
     assert prediction["dense_gmacs_per_view"] == pytest.approx(model.dense_gmacs(), rel=1e-9)
 
+    flops = subprocess.run([sys.executable, "-m", "effvid", "flops", str(stem) + ".json", "--json"],
+                           capture_output=True, text=True, env=env, cwd=discoverable, timeout=300)
+    assert flops.returncode == 0, flops.stderr
+    priced = json.loads(flops.stdout)
+    assert priced["dynamic"] is True and priced["gmacs"] == pytest.approx(model.dense_gmacs(), rel=1e-9)
+    assert priced["spec"]["method"] == {"name": "toy_skip", "settings": {"threshold": 0.0}}
+
 
 def test_eval_of_a_static_model_reports_equal_mean_min_max_and_dense(tmp_path: Path):
     from effvid.engine.evaluate import evaluate

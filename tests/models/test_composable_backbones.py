@@ -14,28 +14,24 @@ from effvid.models.resnet2d import build_resnet2d, resnet_from_spec
 STAGES = ("layer1", "layer2", "layer3", "layer4")
 
 
-class CountingBasicBlock(BasicBlock):
+class CountsCalls(nn.Module):
+    """Mixin for a block class: counts the block's forward calls in ``calls``."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return super().forward(x)
+
+
+class CountingBasicBlock(CountsCalls, BasicBlock):
     """A BasicBlock that counts its forward calls."""
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.calls = 0
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
-        return super().forward(x)
-
-
-class CountingInflatedBottleneck(InflatedBottleneck):
+class CountingInflatedBottleneck(CountsCalls, InflatedBottleneck):
     """An InflatedBottleneck that counts its forward calls."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.calls = 0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
-        return super().forward(x)
 
 
 def stage_blocks(model: nn.Module) -> list[list[nn.Module]]:
