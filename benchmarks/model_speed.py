@@ -33,6 +33,7 @@ from typing import Any
 
 import torch
 
+from effvid.cost.latency import timed_runs
 from effvid.cost.static import count_spec
 from effvid.models import default_spec, get_entry, list_models
 from effvid.models.inference import DEFAULT_VARIANT, VARIANTS, prepare_for_inference
@@ -110,28 +111,19 @@ def bench_variant(base, variant, x1, x8, reference, gmacs, args) -> dict[str, An
         error = (logits - reference).abs().max().item() / max(reference.abs().max().item(), 1e-12)
         out["max_rel_error"] = error
         out["correct"] = error <= TOLERANCE
-        b1 = timed_runs(model, x1, args.repeats)
+        b1 = timed_runs(lambda: model(x1), args.repeats)
         out["latency_b1_ms"] = statistics.median(b1) * 1000
         out["repeats_b1"] = len(b1)
         start = time.perf_counter()
         model(x8)  # warm-up (recompile for the batch-8 shape)
         warm = time.perf_counter() - start
         repeats = 1 if warm > args.slow_run_s else args.batch_repeats
-        b8 = timed_runs(model, x8, repeats)
+        b8 = timed_runs(lambda: model(x8), repeats)
         out["clips_per_s_b8"] = 8 / statistics.median(b8)
         out["repeats_b8"] = len(b8)
     out["gmac_per_s_b1"] = gmacs / (out["latency_b1_ms"] / 1000)
     out["gmac_per_s_b8"] = gmacs * out["clips_per_s_b8"]
     return out
-
-
-def timed_runs(model, x, repeats: int) -> list[float]:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        model(x)
-        times.append(time.perf_counter() - start)
-    return times
 
 
 def summary_line(row: dict[str, Any]) -> dict[str, Any]:

@@ -19,8 +19,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from effvid.data.synthetic import ensure_synthactions
+from effvid.engine.checkpoint import read_sidecar
+from effvid.engine.evaluate import evaluate
+from effvid.engine.train_config import load_train_config
+from effvid.engine.trainer import train
 from effvid.errors import EffvidError
-from effvid.report.tables import COST_COLUMNS
+from effvid.methods.pas.demo_stage import run_demo_stage
+from effvid.report.plots import plot_training_curves, read_metrics
+from effvid.report.tables import COST_COLUMNS, markdown_table
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +70,6 @@ def demo_config_path(preset: str) -> Path:
 
 def stage_data(ctx: DemoContext) -> None:
     """Generate SynthActions ``ctx.preset`` into ``ctx.data_dir`` unless it is already there."""
-    from effvid.data.synthetic import ensure_synthactions
 
     start = time.time()
     logger.info(f"demo: SynthActions-{ctx.preset} in {ctx.data_dir}")
@@ -73,8 +79,6 @@ def stage_data(ctx: DemoContext) -> None:
 
 def stage_train_base(ctx: DemoContext) -> None:
     """Train the base R(2+1)D on the training split, validating on the validation split."""
-    from effvid.engine.train_config import load_train_config
-    from effvid.engine.trainer import train
 
     start = time.time()
     overrides = [f"run_dir={ctx.out_dir / 'base'}", f"data.train={ctx.manifest.annotations['train']}",
@@ -88,8 +92,6 @@ def stage_train_base(ctx: DemoContext) -> None:
 
 def stage_evaluate(ctx: DemoContext) -> None:
     """Evaluate the base's best checkpoint on the validation split with the config's views; add its row."""
-    from effvid.engine.checkpoint import read_sidecar
-    from effvid.engine.evaluate import evaluate
 
     start = time.time()
     stem = ctx.base.best_checkpoint or ctx.base.last_checkpoint
@@ -103,7 +105,6 @@ def stage_evaluate(ctx: DemoContext) -> None:
 
 def stage_pas(ctx: DemoContext) -> None:
     """Shrink the base's best checkpoint with PAS on the same data; keep the summary and its plot."""
-    from effvid.methods.pas.demo_stage import run_demo_stage
 
     start = time.time()
     iterations = PAS_ITERATIONS[ctx.preset]
@@ -119,8 +120,6 @@ def stage_pas(ctx: DemoContext) -> None:
 
 def write_report(ctx: DemoContext) -> str:
     """Write ``report.md`` with the results tables and the plots; returns the tables (markdown)."""
-    from effvid.report.plots import plot_training_curves, read_metrics
-    from effvid.report.tables import markdown_table
 
     curves = plot_training_curves(read_metrics(Path(ctx.base.run_dir) / "metrics.jsonl"),
                                   ctx.out_dir / "base_training.png", title="base R(2+1)D")

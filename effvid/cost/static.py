@@ -26,6 +26,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from effvid.errors import ConfigError
+from effvid.models import create_from_spec, default_spec
 from effvid.models.base import is_dynamic
 from effvid.spec import ArchSpec
 
@@ -109,12 +110,8 @@ def count_cost(
     """
     target = model_or_name_or_spec
     if isinstance(target, str):
-        from effvid.models import default_spec
-
         target = default_spec(target)
     if isinstance(target, ArchSpec):
-        from effvid.models import create_from_spec
-
         with torch.device("meta"):
             model = create_from_spec(target)
         spec: ArchSpec | None = target

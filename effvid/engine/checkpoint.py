@@ -35,6 +35,7 @@ from torch import nn
 from effvid.engine.distributed import unwrap_model
 from effvid.errors import CheckpointError, ConfigError
 from effvid.io import atomic_write, read_safetensors, safetensors_bytes, sha256_hex
+from effvid.models.registry import create_from_spec
 from effvid.spec import ArchSpec
 
 FORMAT = "effvid-checkpoint"
@@ -290,7 +291,6 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
     """The model of a checkpoint, built from its ArchSpec and loaded strictly, in eval mode."""
-    from effvid.models.registry import create_from_spec
 
     state, meta = load_checkpoint(path, map_location=map_location)
     if meta.get("spec") is None:

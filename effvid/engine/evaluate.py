@@ -27,8 +27,12 @@ from torch import nn
 from effvid.cost.static import count_cost as count_static
 from effvid.cost.static import spec_input_shape
 from effvid.data.annotations import Annotation, load_annotations
+from effvid.data.dataset import VideoDataset, build_loader
+from effvid.engine.checkpoint import load_model, read_sidecar
+from effvid.engine.metrics import confusion_matrix, multiview_metrics
 from effvid.errors import ConfigError
 from effvid.models.base import is_dynamic, model_output
+from effvid.report.plots import plot_confusion_matrix
 from effvid.spec import ArchSpec
 
 
@@ -105,7 +109,6 @@ def resolve_model(model_or_checkpoint: nn.Module | str | Path, device: str | tor
     """``(model, sidecar)``: a checkpoint is loaded (eval mode) with its sidecar; a module is used as is."""
     if isinstance(model_or_checkpoint, nn.Module):
         return model_or_checkpoint, {}
-    from effvid.engine.checkpoint import load_model, read_sidecar
 
     return load_model(model_or_checkpoint, map_location=device), read_sidecar(model_or_checkpoint)
 
@@ -120,9 +123,6 @@ def evaluate(model_or_checkpoint: nn.Module | str | Path, annotation: str | Path
     ``spec`` (default: the model's) sets the input geometry. The model's train/eval mode is
     restored afterwards. A label outside the model's classes is a :class:`ConfigError`.
     """
-    from effvid.data.dataset import VideoDataset, build_loader
-    from effvid.engine.metrics import confusion_matrix, multiview_metrics
-    from effvid.report.plots import plot_confusion_matrix
 
     model, meta = resolve_model(model_or_checkpoint)
     spec = spec or getattr(model, "spec", None)

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from effvid.engine.checkpoint import load_model
 from effvid.engine.schedules import WeightScheduleKind, scheduled_weight
 from effvid.errors import ConfigError
 from effvid.models.base import model_output
@@ -162,7 +163,6 @@ class FrozenTeacher:
     def from_checkpoint(cls, path: str | Path, bn_mode: BNMode = "train",
                         map_location: str | torch.device = "cpu") -> FrozenTeacher:
         """A teacher built from an effvid checkpoint (read only; the file is never rewritten)."""
-        from effvid.engine.checkpoint import load_model
 
         return cls(load_model(path, map_location=map_location), bn_mode)
 

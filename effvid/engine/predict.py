@@ -14,6 +14,7 @@ import torch
 
 from effvid.cost.static import count_cost, spec_input_shape
 from effvid.data.annotations import Annotation, VideoRecord
+from effvid.data.dataset import VideoDataset
 from effvid.engine.evaluate import cost_summary, resolve_model, static_cost_summary, to_device
 from effvid.errors import ConfigError, VideoError
 from effvid.models.base import is_dynamic, model_output
@@ -27,7 +28,6 @@ def predict(checkpoint: str | Path, video_path: str | Path, *, topk: int = 5, vi
     all views of this video, and the cost keys of :mod:`effvid.engine.evaluate` (mean, min and
     max per view, dense cost) describe how it was spent.
     """
-    from effvid.data.dataset import VideoDataset
 
     if topk < 1:
         raise ConfigError(f"topk must be >= 1, got {topk}")

@@ -38,6 +38,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from effvid.config import dump_yaml, to_dict
+from effvid.data.annotations import load_annotations
+from effvid.data.dataset import VideoDataset, build_loader
 from effvid.engine import checkpoint as ckpt
 from effvid.engine.distributed import (
     DistInfo,
@@ -48,6 +51,7 @@ from effvid.engine.distributed import (
     seed_everything,
     teardown,
 )
+from effvid.engine.evaluate import evaluate, to_device
 from effvid.engine.losses import (
     FrozenTeacher,
     LossComposer,
@@ -56,11 +60,13 @@ from effvid.engine.losses import (
     classification_term,
 )
 from effvid.engine.optim import apply_stage_trainable, load_matching, stage_of_epoch
+from effvid.engine.precise_bn import update_bn_stats
 from effvid.engine.schedules import build_lr_scheduler, build_optimizer
 from effvid.engine.train_config import TrainConfig
 from effvid.errors import CheckpointError, ConfigError, EffvidError
 from effvid.io import write_text
 from effvid.models import load_pretrained
+from effvid.models.registry import create_from_spec
 
 logger = logging.getLogger(__name__)
 
@@ -123,10 +129,6 @@ class _Run:
     # Setup
 
     def _build(self) -> None:
-        from effvid.data.annotations import load_annotations
-        from effvid.data.dataset import VideoDataset, build_loader
-        from effvid.models.registry import create_from_spec
-
         cfg, data = self.cfg, self.cfg.data
         seed_everything(cfg.seed, self.dist.rank)
         self.train_ann = load_annotations(data.train, root=data.root, format=data.format, subset="train",
@@ -227,8 +229,6 @@ class _Run:
         return int(state["epoch"])
 
     def _start_logs(self, done: int) -> None:
-        from effvid.config import dump_yaml
-
         if not self.main:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -305,8 +305,6 @@ class _Run:
             yield step, batch
 
     def _train_epoch(self, wrapped: nn.Module, epoch: int, last_stem: Path | None) -> tuple[dict[str, float], int]:
-        from effvid.engine.evaluate import to_device
-
         cfg = self.cfg
         self.model.train()
         sums: dict[str, float] = {}
@@ -352,15 +350,10 @@ class _Run:
         return means, int(all_reduce_sum(skipped))
 
     def _precise_bn(self) -> None:
-        from effvid.engine.evaluate import to_device
-        from effvid.engine.precise_bn import update_bn_stats
-
         update_bn_stats(self.model, (batch for _, batch in self._batches()), self.cfg.precise_bn_batches,
                         lambda model, batch: model(to_device(batch["clip"], self.device)))
 
     def _validate(self, epoch: int) -> dict[str, Any]:
-        from effvid.engine.evaluate import evaluate
-
         last = epoch + 1 == self.cfg.epochs
         if self.val_ann is None or not self.main or not (last or (epoch + 1) % self.cfg.eval_every == 0):
             return {}
@@ -377,8 +370,6 @@ class _Run:
         return metrics
 
     def _sidecar_fields(self) -> dict[str, Any]:
-        from effvid.config import to_dict
-
         data = self.cfg.data
         return {
             "spec": self.spec,

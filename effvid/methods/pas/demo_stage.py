@@ -7,6 +7,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from effvid.config import from_dict
+from effvid.errors import ConfigError
+from effvid.methods.pas.config import ShrinkConfig
+from effvid.methods.pas.report import table_markdown
+from effvid.methods.pas.search import run_search
+
 logger = logging.getLogger(__name__)
 
 
@@ -30,11 +36,6 @@ def run_demo_stage(base_checkpoint: str | Path, data: dict[str, Any], out_dir: s
     Writes the run into ``out_dir`` (resumable like ``effvid shrink``) and returns the report
     summary plus ``table_markdown`` (the Table-1-style table) and ``ledger`` (its path).
     """
-    from effvid.config import from_dict
-    from effvid.errors import ConfigError
-    from effvid.methods.pas.config import ShrinkConfig
-    from effvid.methods.pas.report import table_markdown
-    from effvid.methods.pas.search import run_search
 
     if preset not in DEMO_RECIPES:
         raise ConfigError(f"PAS demo preset {preset!r}: choose one of {', '.join(DEMO_RECIPES)}")

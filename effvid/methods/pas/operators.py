@@ -32,6 +32,7 @@ from typing import Any
 import torch
 
 from effvid.errors import ConfigError, EffvidError
+from effvid.models import create_from_spec, get_entry
 from effvid.spec import ArchSpec
 
 OPERATORS: tuple[str, ...] = ("s", "t", "f", "c", "l")
@@ -155,7 +156,6 @@ def apply_operator(state: Reduced, operator: str, gamma: float | None = None) ->
     ``min_frames``), or a width or depth reduction leaves the parameter count unchanged
     (already at the narrowest channels or at one block per stage).
     """
-    from effvid.models import get_entry
 
     (operator,) = parse_operators([operator])
     gamma = DEFAULT_GAMMAS[operator] if gamma is None else gamma
@@ -215,8 +215,6 @@ def _check_feasible(operator: str, before: ArchSpec, after: ArchSpec, entry: Any
 
 
 def _meta_params(spec: ArchSpec) -> int:
-    from effvid.models import create_from_spec
-
     with torch.device("meta"):
         model = create_from_spec(spec)
     return sum(p.numel() for p in model.parameters())

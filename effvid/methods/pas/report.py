@@ -22,8 +22,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from effvid.cost.latency import cpu_latency_ms
 from effvid.errors import ConfigError
 from effvid.methods.pas.ledger import BASE_ID, LEDGER_FILE, Ledger, control_id
+from effvid.report.plots import plot_search
+from effvid.report.tables import markdown_table
+from effvid.spec import ArchSpec
 
 logger = logging.getLogger(__name__)
 
@@ -81,8 +85,6 @@ def _row(model: str, entry: dict[str, Any], views: int, control: dict[str, Any] 
 
 def measure_latencies(ledger: Ledger, *, repeats: int, threads: int, log: Callable[[str], None] = logger.info) -> None:
     """Measure the batch-1 CPU latency of the base and every selected network not measured yet."""
-    from effvid.cost.latency import cpu_latency_ms
-    from effvid.spec import ArchSpec
 
     if repeats < 1:
         return
@@ -96,7 +98,6 @@ def measure_latencies(ledger: Ledger, *, repeats: int, threads: int, log: Callab
 
 def write_report(run_dir: str | Path, *, log: Callable[[str], None] = logger.info, measure: bool = True) -> dict[str, Any]:
     """Write ``report.md``, ``report.json`` and the plot into ``run_dir`` from its ledger; returns the summary."""
-    from effvid.report.plots import plot_search
 
     run_dir = Path(run_dir)
     if not (run_dir / LEDGER_FILE).exists():
@@ -124,7 +125,6 @@ def _num(value: float | None, digits: int) -> str | None:
 
 def table_markdown(summary: dict[str, Any]) -> str:
     """The Table-1-style markdown table of a summary."""
-    from effvid.report.tables import markdown_table
 
     has_control = any(r["without_pas_top1"] is not None for r in summary["table"])
     rows = [{"model": r["model"], "top1": _pct(r["top1"]), "top5": _pct(r["top5"]),
@@ -141,7 +141,6 @@ def table_markdown(summary: dict[str, Any]) -> str:
 
 def render_markdown(summary: dict[str, Any]) -> str:
     """The whole ``report.md``."""
-    from effvid.report.tables import markdown_table
 
     sequence = ", ".join(f"epsilon_{op}" for op in summary["sequence"]) or "(none yet)"
     lines = [f"# PAS report: {summary['name']}", "", f"Ledger: `{summary['ledger']}`", "",

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from effvid.engine.train_config import TrainConfig
+from effvid.engine.trainer import train
 from effvid.errors import EffvidError
 from effvid.methods.pas.config import RayConfig, ResourcesConfig
 
@@ -59,7 +60,6 @@ def train_network(cfg: TrainConfig, num_threads: int) -> dict[str, Any]:
     """Train ``cfg`` in this process with ``num_threads`` torch threads; the small result a task returns."""
     import torch
 
-    from effvid.engine.trainer import train
 
     torch.set_num_threads(max(1, num_threads))
     return _result(train(cfg, progress=False))

@@ -29,10 +29,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from effvid.config import to_dict
+from effvid.cost.static import count_spec
+from effvid.engine.checkpoint import read_sidecar, resolve_checkpoint
+from effvid.engine.evaluate import evaluate
 from effvid.errors import EffvidError
 from effvid.methods.pas.config import ShrinkConfig
 from effvid.methods.pas.ledger import BASE_ID, Ledger, control_id, hypothesis_id
 from effvid.methods.pas.operators import Pruned, Reduced, apply_operator
+from effvid.methods.pas.report import summarise
+from effvid.methods.pas.report import write_report as write
+from effvid.spec import ArchSpec
 
 logger = logging.getLogger(__name__)
 
@@ -119,15 +126,12 @@ def run_search(cfg: ShrinkConfig, *, ray_address: str | None = None, log: Callab
     ``retries`` retries stops the search with an :class:`EffvidError` naming it (after the
     report of what finished is written).
     """
-    from effvid.config import to_dict
     from effvid.methods.pas.runner import RayRunner
 
     run_dir = Path(cfg.run_dir)
     ledger = Ledger.in_run_dir(run_dir)
     ledger.meta.update(config=to_dict(cfg))
     ledger.save()
-    from effvid.methods.pas.report import summarise
-    from effvid.methods.pas.report import write_report as write
 
     try:
         with RayRunner(cfg.resources, cfg.ray, address=ray_address, log=log) as runner:
@@ -181,9 +185,6 @@ class _Search:
         return entry
 
     def _evaluate_base(self, checkpoint: str) -> dict[str, Any]:
-        from effvid.engine.checkpoint import read_sidecar, resolve_checkpoint
-        from effvid.engine.evaluate import evaluate
-
         stem = resolve_checkpoint(checkpoint)
         spec = _sidecar_spec(read_sidecar(stem), stem)
         data = self.cfg.data
@@ -245,16 +246,12 @@ class _Search:
                 "run_dir": str(self.run_dir / "hypotheses" / entry_id)}
 
     def _hypothesis_config(self, entry: dict[str, Any]) -> Any:
-        from effvid.spec import ArchSpec
-
         return self.cfg.train_config(entry["run_dir"], spec=ArchSpec.from_dict(entry["spec"]), teacher=entry["teacher"],
                                      init_from=entry["init_from"])
 
     # -- controls (Table 2) ----------------------------------------------------------------------
 
     def _controls(self) -> None:
-        from effvid.spec import ArchSpec
-
         jobs = {}
         for selection in self.ledger.selections:
             chosen = self.ledger.get(selection["id"])
@@ -312,15 +309,11 @@ def _reduced_fields(state: Reduced) -> dict[str, Any]:
 
 
 def _cost_fields(spec: Any) -> dict[str, Any]:
-    from effvid.cost.static import count_spec
-
     report = count_spec(spec)
     return {"gmacs": report.gmacs, "params": report.params, "input_shape": list(report.input_shape)}
 
 
 def _sidecar_spec(meta: Mapping[str, Any], stem: Any) -> Any:
-    from effvid.spec import ArchSpec
-
     if meta.get("spec") is None:
         raise EffvidError(f"{stem}.json: the base checkpoint has no ArchSpec; PAS needs one to reduce")
     return ArchSpec.from_dict(meta["spec"])
@@ -328,7 +321,6 @@ def _sidecar_spec(meta: Mapping[str, Any], stem: Any) -> Any:
 
 def _checkpoint_fields(checkpoint: str) -> dict[str, Any]:
     """Spec, factors and cost of a network known only by its checkpoint (a base trained by PAS)."""
-    from effvid.engine.checkpoint import read_sidecar
 
     spec = _sidecar_spec(read_sidecar(checkpoint), checkpoint)
     return {**_reduced_fields(Reduced.base(spec)), **_cost_fields(spec)}
