@@ -285,8 +285,8 @@ class _Run:
         trainable = apply_stage_trainable(self.model, stage)
         self.composer.activate(stage.losses or None)
         if self.main and len(self.stages) > 1:
-            logger.info(f"stage {stage.name!r}: {stage.epochs} epochs, lr x{stage.lr_scale}, {trainable:,} trainable "
-                 f"parameters, losses {', '.join(self.composer.active)}")
+            logger.info(f"stage {stage.name!r}: {stage.epochs} epochs, lr x{stage.lr_scale}, {trainable:,} "
+                        f"trainable parameters, losses {', '.join(self.composer.active)}")
         if not self.dist.distributed:
             return self.step
         device_ids = [self.device.index] if self.device.type == "cuda" else None
