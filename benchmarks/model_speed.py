@@ -8,7 +8,9 @@ variant of :mod:`effvid.models.inference` (eager, channels_last, torch.compile):
   a model whose batch-8 run takes longer than ``--slow-run-s`` gets a single timed run (the
   JSON records the repeats actually used);
 * achieved GMAC/s (cost counter GMACs per clip x clips / s);
-* correctness: the variant's batch-1 logits against eager's (max |diff| relative to max |eager|).
+* correctness: the variant's batch-1 logits against eager's (max |diff| relative to max |eager|);
+* the 1-minute load average before and after (``load``), with a warning when another process
+  competed (above the threads + 0.5): such figures are not quiet-machine figures.
 
 A variant that fails (e.g. torch.compile without a compiler) is recorded with its error, not
 raised. torch.compile's build time is recorded separately and excluded from the timings; it
@@ -33,7 +35,7 @@ from typing import Any
 
 import torch
 
-from effvid.cost.latency import timed_runs
+from effvid.cost.latency import load_record, machine_load, timed_runs
 from effvid.cost.static import count_spec
 from effvid.models import default_spec, get_entry, list_models
 from effvid.models.inference import DEFAULT_VARIANT, VARIANTS, prepare_for_inference
@@ -62,7 +64,8 @@ def main() -> int:
                         else args.compile_models.split(","))
     results = {
         "machine": {"cpus": os.cpu_count(), "threads": args.threads, "torch": torch.__version__,
-                    "platform": platform.platform(), "load_average_start": os.getloadavg()},
+                    "platform": platform.platform()},
+        "load": load_record(machine_load(), float("nan"), args.threads),
         "settings": {"repeats": args.repeats, "batch_repeats": args.batch_repeats, "slow_run_s": args.slow_run_s,
                      "tolerance": TOLERANCE, "default_variant": DEFAULT_VARIANT},
         "models": [],
@@ -72,7 +75,9 @@ def main() -> int:
         results["models"].append(row)
         print(json.dumps(summary_line(row)), file=sys.stderr, flush=True)
         write(results, args.out)
-    results["machine"]["load_average_end"] = os.getloadavg()
+    results["load"] = load_record(results["load"]["load_average_before"], machine_load(), args.threads)
+    if results["load"]["warning"]:
+        print(f"warning: {results['load']['warning']}", file=sys.stderr)
     results["fastest_counts"] = {v: sum(r.get("fastest_b1") == v for r in results["models"]) for v in variants}
     write(results, args.out)
     return 0

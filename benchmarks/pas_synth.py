@@ -14,6 +14,11 @@ from iteration 2, latency falls with GMACs (PAS-3 at least 4x faster than the ba
     nice .venv/bin/python benchmarks/pas_synth.py [--data data/bench] [--base runs/demo-small/base/checkpoints/best] \
         [--out benchmarks/results/pas_synth.json] [key=value ...]
 
+The 1-minute load average is recorded before and after (``load``), against the latency threads of
+the config, with a warning when another process competed: the training runs in parallel Ray
+tasks, so a high "after" figure can be the benchmark's own work; the latencies are only
+quiet-machine figures when nothing else ran.
+
 ``key=value`` arguments override the PAS config (e.g. ``train.epochs=1 iterations=2``); the run
 directory resumes like ``effvid shrink``.
 """
@@ -23,9 +28,11 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 
+from effvid.cost.latency import load_record, machine_load
 from effvid.data.synthetic import ensure_synthactions
 from effvid.methods.pas.config import load_shrink_config
 from effvid.methods.pas.search import run_search
@@ -47,9 +54,13 @@ def main() -> None:
     cfg = load_shrink_config(CONFIG, [f"run_dir={args.run_dir}", f"data.train={manifest.annotations['train']}",
                                       f"data.val={manifest.annotations['val']}", "control=true", *reuse,
                                       *args.overrides])
+    load_before = machine_load()
     start = time.perf_counter()
     summary = run_search(cfg)
     seconds = time.perf_counter() - start
+    load = load_record(load_before, machine_load(), cfg.latency_threads)
+    if load["warning"]:
+        print(f"warning: {load['warning']}", file=sys.stderr)
 
     rows = summary["table"]
     base = rows[0]
@@ -65,7 +76,7 @@ def main() -> None:
     result = {
         "benchmark": "pas_synth", "machine": {"platform": platform.platform(), "processor": platform.processor()},
         "config": str(CONFIG), "base_checkpoint": str(args.base) if args.base else None,
-        "overrides": args.overrides, "run_dir": str(args.run_dir), "wall_time_s": seconds,
+        "overrides": args.overrides, "run_dir": str(args.run_dir), "wall_time_s": seconds, "load": load,
         "base": {k: base[k] for k in ("model", "top1", "top5", "gmacs", "params", "latency_ms")},
         "sequence": summary["sequence"], "steps": steps,
         "expectations": {

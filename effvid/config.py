@@ -7,6 +7,12 @@ nested dataclass. :func:`load_config` reads a file, applies overrides such as
 ``optim.lr=0.01`` or ``stages.1.epochs=3`` (values parsed as YAML), and returns the schema
 instance. An unknown key, a missing required key or a wrong type raises
 :class:`~effvid.errors.ConfigError` naming the key path and the file (or the override).
+
+Inheritance: a top-level ``base: other.yaml`` (a path relative to the file, or a list of them)
+names the configs this one extends. They are read first (recursively), merged in order, then
+this file on top: mappings merge key by key, anything else (lists included) is replaced. The
+overrides come last. (A ``base:`` that is a mapping is an ordinary key, e.g. PAS's base
+network.)
 """
 
 from __future__ import annotations
@@ -26,8 +32,41 @@ T = TypeVar("T")
 
 
 def load_config(path: str | Path, cls: type[T], overrides: Iterable[str] = ()) -> T:
-    """Read YAML ``path`` into an instance of dataclass ``cls``, after applying ``overrides``."""
+    """Read YAML ``path`` (and the configs it extends) into an instance of dataclass ``cls``,
+    after applying ``overrides``."""
     path = Path(path)
+    data = _read_with_bases(path, ())
+    data = apply_overrides(data, cls, overrides, source=str(path))
+    return from_dict(cls, data, source=str(path))
+
+
+def _read_with_bases(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
+    """The mapping in ``path`` merged on top of its ``base`` configs (module docstring)."""
+    if path.resolve() in chain:
+        cycle = " -> ".join(str(p) for p in (*chain, path.resolve()))
+        raise ConfigError(f"{path}: the configs extend each other in a circle ({cycle})")
+    data = _read_mapping(path)
+    bases = data.get("base")
+    if not isinstance(bases, (str, list)):
+        return data
+    names = [bases] if isinstance(bases, str) else bases
+    if not all(isinstance(name, str) for name in names):
+        raise ConfigError(f"{path}: key 'base' must be a config path or a list of them, got {bases!r}")
+    merged: dict[str, Any] = {}
+    for name in names:
+        merged = _merge(merged, _read_with_bases(path.parent / name, (*chain, path.resolve())))
+    return _merge(merged, {k: v for k, v in data.items() if k != "base"})
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _read_mapping(path: Path) -> dict[str, Any]:
+    """The YAML mapping in ``path``; a missing, unreadable or non-mapping file is a :class:`ConfigError`."""
     try:
         text = path.read_text()
     except FileNotFoundError:
@@ -44,8 +83,7 @@ def load_config(path: str | Path, cls: type[T], overrides: Iterable[str] = ()) -
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config must be a mapping of keys, got {type(data).__name__}")
-    data = apply_overrides(data, cls, overrides, source=str(path))
-    return from_dict(cls, data, source=str(path))
+    return data
 
 
 def from_dict(cls: type[T], data: Mapping[str, Any], *, source: str = "<config>") -> T:
@@ -91,6 +129,16 @@ def to_dict(cfg: Any) -> Any:
     if isinstance(cfg, Path):
         return str(cfg)
     return cfg
+
+
+def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested mapping (e.g. :func:`to_dict` of a config) as ``{"dotted.key": value}``; tuples become lists."""
+    if isinstance(data, Mapping):
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            out.update(flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: list(data) if isinstance(data, tuple) else data}
 
 
 def dump_yaml(cfg: Any, path: str | Path) -> None:

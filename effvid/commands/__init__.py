@@ -6,8 +6,11 @@ the process exit status. Output that a script may read goes through :func:`print
 
 from __future__ import annotations
 
+import argparse
 import json
+import math
 import sys
+from collections.abc import Callable
 from typing import Any
 
 
@@ -29,3 +32,36 @@ def _json_default(value: Any) -> Any:
 def info(message: str) -> None:
     """Human-readable progress or summary text, on stderr so it never mixes with ``--json``."""
     print(message, file=sys.stderr)
+
+
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse ``type=`` for an integer ``>= minimum``; argparse names the option in its error."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text!r}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+def positive_float(text: str) -> float:
+    """An argparse ``type=`` for a finite number ``> 0``."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}")
+    return value
+
+
+positive_int = int_at_least(1)
+"""Counts that must be at least 1 (batch sizes, workers that do the work, frames, classes, top-k)."""
+non_negative_int = int_at_least(0)
+"""Counts that may be 0 (DataLoader workers: 0 loads in the main process; seeds)."""

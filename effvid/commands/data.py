@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from effvid.commands import info, print_json
+from effvid.commands import info, positive_int, print_json
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,12 +24,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     check.add_argument("annotation", help="annotation file (or UCF101/HMDB51/SSv2 split folder)")
     check.add_argument("--root", help="folder the annotation's video paths are relative to")
     check.add_argument("--format", default="auto", help="annotation format (default: auto-detect)")
-    check.add_argument("--split", type=int, default=1, help="UCF101/HMDB51 split number (default 1)")
+    check.add_argument("--split", type=positive_int, default=1, help="UCF101/HMDB51 split number (default 1)")
     check.add_argument("--subset", default="train", help="train or test list of a split folder (default train)")
     check.add_argument("--backend", help="video backend: pyav, decord or frames "
                        "(default: frames for raw-frame lists, else pyav)")
     check.add_argument("--frame-template", default="img_{:05d}.jpg", help="frame file names for the frames backend")
-    check.add_argument("--workers", type=int, default=None, help="parallel checks (default: CPU count)")
+    check.add_argument("--workers", type=positive_int, default=None, help="parallel checks (default: CPU count)")
     check.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     check.set_defaults(run=run)
 
@@ -45,8 +45,6 @@ def run(args: argparse.Namespace) -> int:
     backend = args.backend or ("frames" if annotation.format == "rawframes" else "pyav")
     if backend not in BACKENDS:
         raise ConfigError(f"--backend: unknown video backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    if args.workers is not None and args.workers < 1:
-        raise ConfigError(f"--workers must be at least 1, got {args.workers}")
     if not args.json:
         info(f"checking {len(annotation.records)} records of {args.annotation} ({annotation.format}) with {backend}")
     report = check_dataset(annotation, backend=backend, workers=args.workers, frame_template=args.frame_template)

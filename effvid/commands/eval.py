@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from effvid.commands import non_negative_int, positive_int
 from effvid.report.tables import COST_COLUMNS
 
 
@@ -21,8 +22,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--format", default="auto", help="annotation format (default: detect)")
     parser.add_argument("--views", default=None, metavar="KxC", help="clips x crops per video (default: the "
                         "checkpoint's validation views, else 1x1)")
-    parser.add_argument("--batch-size", type=int, default=8, help="views per forward pass (default 8)")
-    parser.add_argument("--workers", type=int, default=2, help="DataLoader workers (default 2)")
+    parser.add_argument("--batch-size", type=positive_int, default=8, help="views per forward pass (default 8)")
+    parser.add_argument("--workers", type=non_negative_int, default=2,
+                        help="DataLoader workers (default 2; 0 loads in this process)")
     parser.add_argument("--confusion", metavar="PNG", help="also write the confusion matrix to this PNG")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     parser.set_defaults(run=run)

@@ -2,7 +2,8 @@
 after a sequence of PAS reduction operators (``--reduce s,t,c``).
 
 A checkpoint (its stem or any of its files, see :mod:`effvid.engine.checkpoint`) is priced from
-the ArchSpec in its JSON sidecar; the weights are not read (the cost does not depend on them).
+the ArchSpec in its JSON sidecar; the weights are not loaded (the cost does not depend on them),
+but their checksum is verified, so a truncated or altered checkpoint is refused as everywhere else.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from effvid.commands import print_json
+from effvid.commands import positive_float, positive_int, print_json
 from effvid.errors import CheckpointError
 
 if TYPE_CHECKING:
@@ -28,11 +29,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "counted on the meta device, and parameters.",
     )
     parser.add_argument("model", metavar="MODEL_OR_CHECKPOINT", help="a registered model name, or a .safetensors/.json checkpoint")
-    parser.add_argument("--frames", type=int, help="clip frames T (fast-pathway frames for SlowFast; 1 for the per-frame cost of 2D models)")
-    parser.add_argument("--size", type=int, help="crop size S (input S x S)")
-    parser.add_argument("--classes", type=int, help="number of classes")
-    parser.add_argument("--width", type=float, help="width multiplier")
-    parser.add_argument("--depth", type=float, help="depth multiplier")
+    parser.add_argument("--frames", type=positive_int, help="clip frames T (fast-pathway frames for SlowFast; 1 for the per-frame cost of 2D models)")
+    parser.add_argument("--size", type=positive_int, help="crop size S (input S x S)")
+    parser.add_argument("--classes", type=positive_int, help="number of classes")
+    parser.add_argument("--width", type=positive_float, help="width multiplier")
+    parser.add_argument("--depth", type=positive_float, help="depth multiplier")
     parser.add_argument("--per-layer", action="store_true", help="also list the cost of every layer")
     parser.add_argument("--with-bn", action="store_true", help="count BatchNorm too (5 MACs per element, PyTorchVideo's convention)")
     parser.add_argument("--reduce", metavar="OPS", help="comma-separated PAS operators from s,t,f,c,l; prints the cost after each step")
@@ -86,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
 
 def resolve_spec(model_or_checkpoint: str) -> ArchSpec:
     """The spec of a registered model name, or the one in a checkpoint's JSON sidecar."""
-    from effvid.engine.checkpoint import read_sidecar
+    from effvid.engine.checkpoint import verify_weights
     from effvid.models import default_spec, list_models
 
     if model_or_checkpoint in list_models():
@@ -94,8 +95,8 @@ def resolve_spec(model_or_checkpoint: str) -> ArchSpec:
     path = Path(model_or_checkpoint)
     if not (path.suffix in (".safetensors", ".json") or path.exists() or Path(f"{path}.json").exists()):
         return default_spec(model_or_checkpoint)  # raises, listing the known models
-    meta = read_sidecar(path)
-    if not isinstance(meta.get("spec"), dict):
+    meta = verify_weights(path)  # a truncated or altered checkpoint is refused here too, not priced
+    if meta.get("spec") is None:
         raise CheckpointError(f"{path}: the checkpoint's sidecar holds no model spec")
     from effvid.spec import ArchSpec
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from effvid.commands import positive_int
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -14,7 +16,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint (.safetensors, .json, stem or run dir)")
     parser.add_argument("video", metavar="VIDEO", help="video file")
-    parser.add_argument("--topk", type=int, default=5, help="how many classes to list (default 5)")
+    parser.add_argument("--topk", type=positive_int, default=5, help="how many classes to list (default 5)")
     parser.add_argument("--views", default="1x1", metavar="KxC", help="clips x crops (default 1x1)")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     parser.set_defaults(run=run)

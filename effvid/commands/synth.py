@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from effvid.commands import info, print_json
+from effvid.commands import info, non_negative_int, positive_int, print_json
 
 PRESET_NAMES = ("tiny", "small", "large")
 
@@ -19,8 +19,8 @@ def register(subparsers) -> None:
     parser.add_argument("out_dir", metavar="OUT_DIR", help="output folder")
     parser.add_argument("--preset", choices=PRESET_NAMES, default="small",
                         help="tiny: tests (32 px); small: the demo (64 px, 1600 videos); large: GPUs (128 px)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--workers", type=_positive, default=None, help="worker processes (default: CPU count)")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default 0)")
+    parser.add_argument("--workers", type=positive_int, default=None, help="worker processes (default: CPU count)")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     parser.set_defaults(run=run)
 
@@ -39,10 +39,3 @@ def run(args: argparse.Namespace) -> int:
              f"{len(manifest.class_names)} classes; wrote {manifest.generated} in {seconds:.1f} s")
         info(f"annotations: {', '.join(str(p) for p in manifest.annotations.values())}")
     return 0
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value

@@ -4,9 +4,15 @@
 named with ``format=``:
 
 ``mmaction``
-    ``path label`` per line; ``path l1,l2,...`` for multi-label data.
+    ``path label`` per line; for multi-label data mmaction2's own ``path l1 l2 ...`` (labels
+    separated by spaces) or ``path l1,l2,...``. The labels are the numbers that end the line; a
+    path that ends in a video-file extension (:data:`VIDEO_EXTENSIONS`) may hold spaces and
+    digits (``my clip 2.mp4 3``). With the format detected, a line like ``name 2 5`` whose path
+    has no video extension is refused as ambiguous (``name 2`` with label 5?); ``format="mmaction"``
+    reads it as mmaction2 does: ``name`` with labels 2 and 5.
 ``rawframes``
-    ``dir total_frames label`` per line (a frame folder; ``num_frames`` is set).
+    ``dir total_frames label`` per line (a frame folder; ``num_frames`` is set); multi-label
+    ``dir total_frames l1 l2 ...`` (mmaction2) or ``dir total_frames l1,l2,...``.
 ``kinetics``
     the official CSV ``label,youtube_id,time_start,time_end,split``; each video lives at
     ``path_template`` (default ``{split}/{label}/{youtube_id}_{start:06d}_{end:06d}.mp4``).
@@ -38,6 +44,13 @@ Rules shared by every format:
 * Unlabelled records (Kinetics test CSV, SSv2 test JSON) have the label :data:`UNLABELLED`.
 * Blank lines, trailing whitespace, Windows line endings and a UTF-8 BOM are accepted. Anything
   else that does not parse is an :class:`AnnotationError` naming ``file:line`` and the text.
+
+Auto-detection reads the first line of a list: ``path,frames,labels`` is ``comma``; a path with a
+video extension followed by numbers is ``mmaction`` (several numbers: several labels); a path and
+one number (or ``l1,l2``) is ``mmaction``; a path without a video extension followed by two or
+more numbers is ``rawframes`` when the path is a folder under ``root``, and otherwise ambiguous
+(``name 300 0``: the frame folder ``name`` of 300 frames with label 0, or the video ``name`` with
+labels 300 and 0?): an :class:`AnnotationError` asks for ``format=`` (``data.format``).
 """
 
 from __future__ import annotations
@@ -60,8 +73,16 @@ KINETICS_TEMPLATE = "{split}/{label}/{youtube_id}_{start:06d}_{end:06d}.mp4"
 KINETICS_UNLABELLED_TEMPLATE = "{split}/{youtube_id}_{start:06d}_{end:06d}.mp4"
 STHV2_TEMPLATE = "{id}.webm"
 
-_RAWFRAMES_LINE = re.compile(r"(?P<path>.+?)\s+(?P<frames>\d+)\s+(?P<labels>\d+(?:,\d+)*)")
-_MMACTION_LINE = re.compile(r"(?P<path>.+?)\s+(?P<labels>\d+(?:,\d+)*)")
+VIDEO_EXTENSIONS: frozenset[str] = frozenset({
+    ".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".flv", ".wmv", ".mpg", ".mpeg", ".mpe", ".ts", ".mts",
+    ".m2ts", ".3gp", ".3g2", ".ogv", ".asf", ".vob", ".mxf", ".f4v", ".divx", ".y4m", ".gif"})
+"""File extensions (lower case) that mark a path in a list as a video file rather than a frame folder."""
+
+_LABELS = r"(?P<labels>\d+(?:,\d+)*|\d+(?:\s+\d+)*)"  # comma- or space-separated, not mixed
+_RAWFRAMES_LINE = re.compile(rf"(?P<path>.+?)\s+(?P<frames>\d+)\s+{_LABELS}")
+_MMACTION_LINE = re.compile(rf"(?P<path>.+?)\s+{_LABELS}")
+_VIDEO_EXT = "|".join(re.escape(ext[1:]) for ext in sorted(VIDEO_EXTENSIONS))
+_MMACTION_VIDEO_LINE = re.compile(rf"(?P<path>.*\.(?:{_VIDEO_EXT}))\s+{_LABELS}", re.IGNORECASE)
 _COMMA_LINE = re.compile(r"(?P<path>[^,]+?)\s*,\s*(?P<frames>\d+)\s*,\s*(?P<labels>\d+(?:\s*,\s*\d+)*)")
 _UCF_LIST = re.compile(r"(train|test)list(\d+)\.txt", re.IGNORECASE)
 _HMDB_SPLIT = re.compile(r"(?P<cls>.+)_test_split(?P<split>\d+)\.txt")
@@ -90,6 +111,7 @@ class Annotation:
     class_names: tuple[str, ...]
     multilabel: bool
     format: str
+    source: str | None = None  # the annotation file or folder it was read from (for messages)
 
 
 @dataclass(frozen=True)
@@ -124,18 +146,19 @@ def load_annotations(
     source = Path(path)
     if not source.exists():
         raise AnnotationError(f"{source}: annotation file or folder does not exist")
-    if format == "auto":
-        format = _detect_format(source)
+    folder = source if source.is_dir() else source.parent
+    base = Path(root) if root is not None else folder
+    detected = format == "auto"
+    if detected:
+        format = _detect_format(source, base)
     elif format not in FORMATS:
         raise AnnotationError(f"{source}: unknown annotation format {format!r}; known: {', '.join(FORMATS)}")
     if isinstance(split, bool) or not isinstance(split, int) or split < 1:
         raise AnnotationError(f"{source}: split must be a positive integer, got {split!r}")
     if subset not in ("train", "test"):
         raise AnnotationError(f"{source}: subset must be 'train' or 'test', got {subset!r}")
-    folder = source if source.is_dir() else source.parent
-    base = Path(root) if root is not None else folder
     if format in ("mmaction", "rawframes", "comma"):
-        entries = _parse_list(_require_file(source, format), format)
+        entries = _parse_list(_require_file(source, format), format, detected=detected)
         names = _class_names_file(classes, folder)
         if names is None:
             names = tuple(str(i) for i in range(max((max(e.labels) for e in entries), default=-1) + 1))
@@ -162,7 +185,8 @@ def _build(entries: list[_Entry], names: tuple[str, ...], format: str, source: P
         label = entry.labels if multilabel else entry.labels[0]
         records.append(VideoRecord(path=os.path.abspath(base / entry.path), label=label,
                                    video_id=entry.video_id, num_frames=entry.num_frames))
-    return Annotation(records=tuple(records), class_names=names, multilabel=multilabel, format=format)
+    return Annotation(records=tuple(records), class_names=names, multilabel=multilabel, format=format,
+                      source=str(source))
 
 
 # ---------------------------------------------------------------- reading and detection
@@ -192,8 +216,9 @@ def _require_file(path: Path, format: str) -> Path:
     return path
 
 
-def _detect_format(path: Path) -> str:
-    """The format of ``path``, from its name or folder contents or its first line."""
+def _detect_format(path: Path, base: Path) -> str:
+    """The format of ``path``, from its name or folder contents or its first line (module docstring);
+    ``base`` is the folder relative video paths are joined to."""
     if path.is_dir():
         if (path / "classInd.txt").is_file():
             return "ucf101"
@@ -215,9 +240,26 @@ def _detect_format(path: Path) -> str:
     number, first = lines[0]
     if "youtube_id" in (field.strip().lower() for field in next(csv.reader([first]))):
         return "kinetics"
-    for format, pattern in (("rawframes", _RAWFRAMES_LINE), ("mmaction", _MMACTION_LINE), ("comma", _COMMA_LINE)):
-        if pattern.fullmatch(first):
-            return format
+    text = first.strip()
+    if _MMACTION_VIDEO_LINE.fullmatch(text):
+        return "mmaction"
+    frames = _RAWFRAMES_LINE.fullmatch(text)
+    if frames is not None:
+        if Path(frames["path"]).suffix.lower() in VIDEO_EXTENSIONS:
+            raise AnnotationError(f"{path}:{number}: cannot read list line {first!r}: labels are separated both by "
+                                  "spaces and by commas; use one (mmaction: `video.mp4 1 3` or `video.mp4 1,3`)")
+        if (base / frames["path"]).is_dir():
+            return "rawframes"
+        numbers = " ".join(re.split(r"[\s,]+", text[len(frames["path"]):].strip()))
+        raise AnnotationError(
+            f"{path}:{number}: ambiguous list line {first!r}: {frames['path']!r} has no video extension and is not a "
+            f"folder under {base}, so the numbers {numbers!r} may be a frame count and label(s) (rawframes) or "
+            "labels (mmaction); set format= (data.format) to rawframes or mmaction")
+    mmaction = _MMACTION_LINE.fullmatch(text)
+    if mmaction is not None and not mmaction["path"].endswith(","):
+        return "mmaction"
+    if _COMMA_LINE.fullmatch(text):
+        return "comma"
     raise AnnotationError(f"{path}:{number}: cannot tell the annotation format from this line: {first!r}; "
                           f"name it with format= (one of {', '.join(FORMATS)})")
 
@@ -264,20 +306,28 @@ def _lookup(name: str, indices: dict[str, int], where: str, text: str) -> int:
 # ---------------------------------------------------------------- list formats
 
 
-_LIST_PATTERNS = {"mmaction": (_MMACTION_LINE, "path label[,label...]"),
-                  "rawframes": (_RAWFRAMES_LINE, "frame_dir total_frames label[,label...]"),
+_LIST_PATTERNS = {"mmaction": (_MMACTION_LINE, "path label[,label...] or video.ext label [label...]"),
+                  "rawframes": (_RAWFRAMES_LINE, "frame_dir total_frames label[,label...] or label [label...]"),
                   "comma": (_COMMA_LINE, "path,num_frames,label1[,label2,...]")}
 
 
-def _parse_list(path: Path, format: str) -> list[_Entry]:
+def _parse_list(path: Path, format: str, *, detected: bool = False) -> list[_Entry]:
+    """Entries of a list file; ``detected`` (the format was guessed) refuses an mmaction line whose
+    reading is ambiguous (``name 2 5``: ``name`` with labels 2 and 5, or ``name 2`` with label 5)."""
     pattern, layout = _LIST_PATTERNS[format]
     entries = []
     for number, text in _read_lines(path):
-        match = pattern.fullmatch(text.strip())
+        match = (format == "mmaction" and _MMACTION_VIDEO_LINE.fullmatch(text.strip())) or pattern.fullmatch(text.strip())
         if match is None:
             raise AnnotationError(f"{path}:{number}: expected `{layout}` ({format} format), got {text!r}")
         video = match["path"]
-        labels = tuple(int(label) for label in match["labels"].split(","))
+        if (detected and format == "mmaction" and re.search(r"\s", match["labels"])
+                and Path(video).suffix.lower() not in VIDEO_EXTENSIONS):
+            raise AnnotationError(
+                f"{path}:{number}: ambiguous list line {text.strip()!r}: {video!r} has no video extension, so "
+                f"{match['labels']!r} may be labels or the end of a path with spaces; set format= (data.format) "
+                "to mmaction for labels, or give the videos their file extension")
+        labels = tuple(int(label) for label in re.split(r"[\s,]+", match["labels"]))
         frames = int(match["frames"]) if "frames" in match.groupdict() else None
         entries.append(_Entry(path=video, labels=labels, video_id=video, where=f"{path}:{number}", num_frames=frames))
     return entries

@@ -14,12 +14,20 @@ the sidecar last, after removing any older sidecar of the same stem: a checkpoin
 exactly when its sidecar exists, and a complete checkpoint is always consistent (the sidecar
 records the weights' SHA-256). Epoch checkpoints live in ``<run_dir>/checkpoints/epoch_NNNN``
 (:func:`epoch_stem`), so a crash mid-save leaves the previous epoch intact.
+
+Everything read back is checked before it is used, and anything wrong is a
+:class:`~effvid.errors.CheckpointError` naming the file: :func:`read_sidecar` checks the
+sidecar's fields (``spec`` an ArchSpec object, ``class_names`` a list of strings with one name
+per class, or empty for index names), :func:`verify_weights` the weights' checksum without
+loading them, :func:`load_training_state` the state's structure and epoch, and
+:func:`load_optimizer_state` that a saved optimizer state fits the configured optimizer.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import functools
+import hashlib
 import json
 import random
 import re
@@ -43,6 +51,8 @@ STATE_FORMAT = "effvid-training-state"
 VERSION = 1
 _SUFFIXES = (".safetensors", ".state.pt", ".json")
 _EPOCH_RE = re.compile(r"^epoch_(\d+)\.json$")
+_EPOCH_STEM_RE = re.compile(r"^epoch_(\d+)$")
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
 def epoch_stem(run_dir: str | Path, epoch: int) -> Path:
@@ -202,7 +212,14 @@ def remove_checkpoint(stem: str | Path) -> None:
 
 
 def read_sidecar(path: str | Path) -> dict[str, Any]:
-    """The sidecar of the checkpoint at ``path``; a missing, foreign or unreadable one is a :class:`CheckpointError`."""
+    """The sidecar of the checkpoint at ``path``; a missing, foreign, unreadable or inconsistent
+    one is a :class:`CheckpointError` naming it.
+
+    Checked: the format marker and version; ``spec`` is ``null`` or a valid ArchSpec object;
+    ``class_names`` is a list of strings, either empty (classes are then named by index) or
+    one name per class of the spec; a shorter or longer list is refused, since the names could
+    not be matched to the model's outputs; ``weights_sha256`` is a hex digest when present.
+    """
     stem = checkpoint_stem(path)
     weights_path, _, sidecar_path = _files(stem)
     if not sidecar_path.exists():
@@ -212,7 +229,8 @@ def read_sidecar(path: str | Path) -> dict[str, Any]:
         given = Path(path)
         if given.exists() and given.is_file():
             raise CheckpointError(f"{given}: not an effvid checkpoint (expected <stem>.safetensors with <stem>.json)")
-        raise CheckpointError(f"{given}: checkpoint not found")
+        raise CheckpointError(f"{sidecar_path}: checkpoint not found (neither {sidecar_path.name} nor "
+                              f"{weights_path.name} exists)")
     try:
         meta = json.loads(sidecar_path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -222,6 +240,65 @@ def read_sidecar(path: str | Path) -> dict[str, Any]:
     if meta.get("version") != VERSION:
         raise CheckpointError(f"{sidecar_path}: checkpoint format version {meta.get('version')!r} "
                               f"is not supported (this effvid reads version {VERSION})")
+    _check_sidecar(meta, sidecar_path)
+    return meta
+
+
+def _check_sidecar(meta: dict[str, Any], sidecar_path: Path) -> None:
+    """Refuse sidecar fields that would fail later, deep inside a command (see :func:`read_sidecar`)."""
+    spec = meta.get("spec")
+    num_classes = None
+    if spec is not None:
+        if not isinstance(spec, dict):
+            raise CheckpointError(f"{sidecar_path}: 'spec' must be an object (an ArchSpec), "
+                                  f"got {type(spec).__name__} {_short(spec)}")
+        try:
+            num_classes = ArchSpec.from_dict(spec).num_classes
+        except (ConfigError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"{sidecar_path}: 'spec' is not a valid ArchSpec: {exc}") from None
+    if meta.get("class_names") is None:
+        meta["class_names"] = []
+    names = meta["class_names"]
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise CheckpointError(f"{sidecar_path}: 'class_names' must be a list of strings, got {_short(names)}")
+    if names and num_classes is not None and len(names) != num_classes:
+        raise CheckpointError(f"{sidecar_path}: 'class_names' lists {len(names)} names but the spec has "
+                              f"num_classes {num_classes}; give one name per class (or [] to name classes by index)")
+    digest = meta.get("weights_sha256")
+    if digest is not None and not (isinstance(digest, str) and _SHA256_RE.match(digest)):
+        raise CheckpointError(f"{sidecar_path}: 'weights_sha256' must be a SHA-256 hex digest, got {_short(digest)}")
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def sidecar_spec(meta: Mapping[str, Any], path: str | Path) -> ArchSpec:
+    """The ArchSpec of a sidecar read by :func:`read_sidecar` (from ``path``); none is a :class:`CheckpointError`."""
+    if meta.get("spec") is None:
+        raise CheckpointError(f"{checkpoint_stem(path)}.json: the checkpoint has no ArchSpec to build a model from")
+    return ArchSpec.from_dict(meta["spec"])  # read_sidecar has checked it
+
+
+def verify_weights(path: str | Path) -> dict[str, Any]:
+    """The sidecar of the checkpoint at ``path``, after checking its weights file against the
+    sidecar's SHA-256 without loading the tensors (a missing, truncated or altered file is a
+    :class:`CheckpointError` naming it). For commands that need only the sidecar, such as
+    ``effvid flops``, so that a broken checkpoint is refused there too."""
+    meta = read_sidecar(path)
+    weights_path = _files(checkpoint_stem(path))[0]
+    digest = hashlib.sha256()
+    try:
+        with open(weights_path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    except OSError:
+        raise CheckpointError(f"{weights_path}: weights file missing or unreadable") from None
+    expected = meta.get("weights_sha256")
+    if expected is not None and digest.hexdigest() != expected:
+        raise CheckpointError(f"{weights_path}: corrupt checkpoint (the weights do not match the sidecar's "
+                              "checksum: truncated or altered)")
     return meta
 
 
@@ -239,10 +316,20 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu"
     return tensors, meta
 
 
-def load_training_state(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """The training state saved with the checkpoint at ``path``, read with ``weights_only=True``."""
-    read_sidecar(path)
-    state_path = _files(checkpoint_stem(path))[1]
+def load_training_state(path: str | Path, map_location: str | torch.device = "cpu", *,
+                        require_optimizer: bool = True) -> dict[str, Any]:
+    """The training state saved with the checkpoint at ``path``, read with ``weights_only=True``.
+
+    The state is checked before it is returned: format marker and version, ``epoch`` a
+    non-negative int equal to the checkpoint's (the ``NNNN`` of an ``epoch_NNNN`` stem, and the
+    sidecar's ``epoch``), ``optimizer`` a state dict with ``state`` and ``param_groups`` (unless
+    ``require_optimizer`` is false, when it may be ``null``), ``scheduler``, ``scaler``, ``rng``
+    and ``extra`` mappings or ``null``. Anything else is a :class:`CheckpointError` naming the
+    file. Load the optimizer part with :func:`load_optimizer_state`.
+    """
+    meta = read_sidecar(path)
+    stem = checkpoint_stem(path)
+    state_path = _files(stem)[1]
     if not state_path.exists():
         raise CheckpointError(f"{state_path}: this checkpoint has no training state to resume from")
     try:
@@ -251,7 +338,78 @@ def load_training_state(path: str | Path, map_location: str | torch.device = "cp
         raise CheckpointError(f"{state_path}: corrupt or foreign training state ({type(exc).__name__})") from None
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise CheckpointError(f"{state_path}: not an effvid training state")
+    if state.get("version") != VERSION:
+        raise CheckpointError(f"{state_path}: training state version {state.get('version')!r} is not supported "
+                              f"(this effvid reads version {VERSION})")
+    epoch = state.get("epoch")
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+        raise CheckpointError(f"{state_path}: the training state's 'epoch' must be a non-negative integer, "
+                              f"got {_short(epoch)}")
+    named = _EPOCH_STEM_RE.match(stem.name)
+    if named and int(named.group(1)) != epoch:
+        raise CheckpointError(f"{state_path}: the training state says epoch {epoch} but the checkpoint is "
+                              f"{stem.name} (epoch {int(named.group(1))}); it belongs to another checkpoint")
+    recorded = meta.get("epoch")
+    if isinstance(recorded, int) and not isinstance(recorded, bool) and recorded != epoch:
+        raise CheckpointError(f"{state_path}: the training state says epoch {epoch} but its sidecar "
+                              f"{stem.name}.json says epoch {recorded}")
+    optimizer = state.get("optimizer")
+    if optimizer is not None or require_optimizer:
+        if not (isinstance(optimizer, dict) and isinstance(optimizer.get("state"), dict)
+                and isinstance(optimizer.get("param_groups"), list)
+                and all(isinstance(group, dict) for group in optimizer["param_groups"])):
+            raise CheckpointError(f"{state_path}: the training state's 'optimizer' must be an optimizer state dict "
+                                  f"with 'state' and 'param_groups', got {_short(optimizer)}")
+    for key in ("scheduler", "scaler", "rng", "extra"):
+        if state.get(key) is not None and not isinstance(state[key], dict):
+            raise CheckpointError(f"{state_path}: the training state's {key!r} must be a mapping or null, "
+                                  f"got {type(state[key]).__name__}")
     return state
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: Mapping[str, Any], path: str | Path) -> None:
+    """Load ``state["optimizer"]`` (from :func:`load_training_state` of ``path``) into ``optimizer``.
+
+    A state saved by another kind of optimizer (SGD against AdamW) or for other parameters is a
+    :class:`CheckpointError` naming the training-state file, and ``optimizer`` is left as it
+    was. torch itself notices some mismatches only at the first ``step()`` (AdamW's state loaded
+    into SGD is accepted, then SGD misses ``momentum``), so the hyperparameter names of every
+    parameter group are compared too.
+    """
+    state_path = _files(checkpoint_stem(path))[1]
+    saved = state.get("optimizer")
+    groups = saved.get("param_groups") if isinstance(saved, Mapping) else None
+    saved_by = _optimizer_kind(groups[0]) if isinstance(groups, list) and groups and isinstance(groups[0], Mapping) \
+        else "an unknown optimizer"
+    before = optimizer.state_dict()
+    expected = [set(group) - {"params", "param_names"} for group in optimizer.param_groups]
+    try:
+        if not isinstance(saved, Mapping):
+            raise ValueError(f"no optimizer state, got {_short(saved)}")
+        optimizer.load_state_dict(dict(saved))
+        for want, group in zip(expected, optimizer.param_groups):
+            missing = sorted(want - set(group))
+            if missing:
+                raise KeyError(", ".join(missing))
+    except (KeyError, ValueError, TypeError) as exc:
+        reason = f"the saved state lacks {exc.args[0] if exc.args else exc}" if isinstance(exc, KeyError) else str(exc)
+        try:
+            optimizer.load_state_dict(before)
+        except (KeyError, ValueError, TypeError):
+            pass
+        raise CheckpointError(f"{state_path}: the training state holds an optimizer state that does not fit the "
+                              f"configured optimizer ({type(optimizer).__name__}; saved by {saved_by}: {reason}); "
+                              "use a new run_dir or resume: never") from None
+
+
+def _optimizer_kind(group: Mapping[str, Any]) -> str:
+    if "betas" in group:
+        return "an Adam-type optimizer"
+    if "momentum" in group and "dampening" in group:
+        return "SGD"
+    if "alpha" in group and "centered" in group:
+        return "RMSprop"
+    return "another optimizer"
 
 
 def find_last_complete(run_dir: str | Path, *, require_state: bool = True) -> Path | None:
@@ -293,10 +451,9 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> nn
     """The model of a checkpoint, built from its ArchSpec and loaded strictly, in eval mode."""
 
     state, meta = load_checkpoint(path, map_location=map_location)
-    if meta.get("spec") is None:
-        raise CheckpointError(f"{checkpoint_stem(path)}.json: the checkpoint has no ArchSpec to build a model from")
+    spec = sidecar_spec(meta, path)
     try:
-        model = create_from_spec(ArchSpec.from_dict(meta["spec"]))
+        model = create_from_spec(spec)
     except ConfigError as exc:
         raise CheckpointError(f"{checkpoint_stem(path)}.json: {exc}") from None
     try:

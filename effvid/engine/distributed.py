@@ -2,14 +2,18 @@
 
 Started by ``torchrun`` (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``/``PORT`` in
 the environment), :func:`init_distributed` joins the process group: NCCL when the device is
-CUDA, Gloo on the CPU. Otherwise it describes a single process and initialises nothing. The
-helpers below work in both cases, so the trainer has one code path.
+CUDA, Gloo on the CPU. Started by SLURM's ``srun`` without torchrun (one task per GPU), it
+reads the same facts from SLURM's variables (:func:`slurm_environment`). Otherwise it describes
+a single process and initialises nothing. The helpers below work in all cases, so the trainer
+has one code path.
 """
 
 from __future__ import annotations
 
 import os
 import random
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -47,12 +51,54 @@ def _env_int(name: str, default: int) -> int:
         raise ConfigError(f"environment variable {name}={value!r} is not an integer") from None
 
 
+SLURM_DEFAULT_PORT = 29500
+"""The rendezvous port under SLURM when ``MASTER_PORT`` is not set (torchrun's default)."""
+
+
+def expand_nodelist(nodelist: str) -> list[str]:
+    """SLURM's compressed host list as host names: ``"gpu[01-03,07],login"`` ->
+    ``["gpu01", "gpu02", "gpu03", "gpu07", "login"]`` (zero padding kept)."""
+    hosts: list[str] = []
+    for match in re.finditer(r"([^,\[]+)(?:\[([^\]]*)\])?", nodelist):
+        prefix, ranges = match.group(1), match.group(2)
+        if ranges is None:
+            hosts.append(prefix)
+            continue
+        for part in ranges.split(","):
+            low, _, high = part.partition("-")
+            if not high:
+                hosts.append(prefix + low)
+                continue
+            width = len(low)
+            hosts.extend(f"{prefix}{n:0{width}d}" for n in range(int(low), int(high) + 1))
+    return hosts
+
+
+def slurm_environment(env: Mapping[str, str]) -> dict[str, str]:
+    """The torchrun variables an ``srun`` task implies: rank, world size, local rank from
+    ``SLURM_PROCID``/``SLURM_STEP_NUM_TASKS``/``SLURM_LOCALID``, the master address from the first
+    host of ``SLURM_STEP_NODELIST`` (else ``SLURM_JOB_NODELIST``), the port from ``MASTER_PORT`` or
+    :data:`SLURM_DEFAULT_PORT`. Empty when torchrun already set them, or outside a job step: an
+    ``sbatch`` script's own shell has ``SLURM_NTASKS`` but is one process, so only the step
+    variables that ``srun`` sets count (otherwise a run started in the script would wait forever
+    for tasks that were never started)."""
+    if "RANK" in env or "SLURM_PROCID" not in env or "SLURM_STEP_NUM_TASKS" not in env:
+        return {}
+    nodelist = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST") or "localhost"
+    hosts = expand_nodelist(nodelist)
+    return {"RANK": env["SLURM_PROCID"], "WORLD_SIZE": env["SLURM_STEP_NUM_TASKS"],
+            "LOCAL_RANK": env.get("SLURM_LOCALID", "0"), "MASTER_ADDR": env.get("MASTER_ADDR", hosts[0]),
+            "MASTER_PORT": env.get("MASTER_PORT", str(SLURM_DEFAULT_PORT))}
+
+
 def init_distributed(device: str = "auto", *, timeout_s: float = 1800.0) -> DistInfo:
     """Join the torchrun process group if there is one; describe the single process otherwise.
 
     ``device``: ``"auto"`` (CUDA device ``LOCAL_RANK`` when CUDA is available, else CPU),
     ``"cpu"`` or ``"cuda"``. Calling it again in an initialised process returns the same info.
+    Under SLURM without torchrun, the torchrun variables are first set from SLURM's.
     """
+    os.environ.update(slurm_environment(os.environ))
     world_size = _env_int("WORLD_SIZE", 1)
     rank = _env_int("RANK", 0)
     local_rank = _env_int("LOCAL_RANK", 0)

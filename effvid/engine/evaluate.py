@@ -12,14 +12,23 @@ network reports each view's cost from its decisions (:class:`~effvid.models.base
 and its dense cost through ``dense_gmacs()``. ``clips_per_second`` is views divided by the
 time spent in the model's forward passes (decoding excluded), measured on the device the
 model sits on.
+
+Unreadable videos: with ``on_error="raise"`` the first one stops the evaluation with its
+:class:`~effvid.errors.VideoError` (one line: file and reason). With ``on_error="skip"`` each
+video with a view that cannot be read is logged once (a warning naming file and reason) and
+left out of every metric and cost figure; nothing is substituted for it. ``num_videos`` counts
+the videos evaluated and ``skipped_videos`` the ones left out; ``video_probs`` row ``i`` is
+annotation record ``video_indices[i]``. If no video can be read, an
+:class:`~effvid.errors.EffvidError` names the annotation.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -30,10 +39,12 @@ from effvid.data.annotations import Annotation, load_annotations
 from effvid.data.dataset import VideoDataset, build_loader
 from effvid.engine.checkpoint import load_model, read_sidecar
 from effvid.engine.metrics import confusion_matrix, multiview_metrics
-from effvid.errors import ConfigError
+from effvid.errors import ConfigError, EffvidError
 from effvid.models.base import is_dynamic, model_output
 from effvid.report.plots import plot_confusion_matrix
 from effvid.spec import ArchSpec
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -57,6 +68,8 @@ class EvalResult:
     dynamic: bool = False
     video_probs: torch.Tensor | None = field(default=None, repr=False)
     video_targets: torch.Tensor | None = field(default=None, repr=False)
+    skipped_videos: int = 0  # unreadable videos left out under on_error="skip"
+    video_indices: torch.Tensor | None = field(default=None, repr=False)  # annotation record of each row
 
     def to_dict(self) -> dict[str, Any]:
         """The metrics as a JSON-ready dict (without the per-video probabilities); ``cost``'s
@@ -64,7 +77,7 @@ class EvalResult:
         return {"clip_top1": self.clip_top1, "video_top1": self.video_top1, "video_top5": self.video_top5,
                 "mean_class_acc": self.mean_class_acc, "mAP": self.mAP, **self.cost, "views": list(self.views),
                 "params": self.params, "clips_per_second": self.clips_per_second, "num_videos": self.num_videos,
-                "input_shape": list(self.input_shape), "dynamic": self.dynamic, "confusion_png": self.confusion_png}
+                "skipped_videos": self.skipped_videos, "input_shape": list(self.input_shape), "dynamic": self.dynamic, "confusion_png": self.confusion_png}
 
 
 COST_KEYS = ("gmacs_per_view", "gmacs_per_view_min", "gmacs_per_view_max", "dense_gmacs_per_view",
@@ -117,11 +130,13 @@ def evaluate(model_or_checkpoint: nn.Module | str | Path, annotation: str | Path
              root: str | Path | None = None, format: str = "auto", views: tuple[int, int] = (1, 1),
              batch_size: int = 8, num_workers: int = 2, backend: str = "pyav", spec: ArchSpec | None = None,
              target_fps: float | None = None, confusion_png: str | Path | None = None,
-             count_cost: bool = True, progress: bool = False) -> EvalResult:
+             count_cost: bool = True, progress: bool = False,
+             on_error: Literal["raise", "skip"] = "raise") -> EvalResult:
     """Evaluate a model (or an effvid checkpoint) on every video of ``annotation`` with ``views``.
 
     ``spec`` (default: the model's) sets the input geometry. The model's train/eval mode is
     restored afterwards. A label outside the model's classes is a :class:`ConfigError`.
+    ``on_error`` says what an unreadable video does (module docstring).
     """
 
     model, meta = resolve_model(model_or_checkpoint)
@@ -132,18 +147,27 @@ def evaluate(model_or_checkpoint: nn.Module | str | Path, annotation: str | Path
         annotation = load_annotations(annotation, root=root, format=format, subset="test")
     clips, crops = views
     dataset = VideoDataset(annotation, spec=spec, train=False, backend=backend, num_clips=clips, num_crops=crops,
-                           target_fps=target_fps)
+                           target_fps=target_fps, on_error=on_error)
     loader = build_loader(dataset, batch_size=batch_size, num_workers=num_workers, shuffle=False, seed=0,
                           drop_last=False, distributed=False)
     device = next(model.parameters()).device
     logits, targets, video_index, view_index, costs = [], [], [], [], []
+    unreadable: dict[int, str] = {}  # video -> the error of its first unreadable view
     forward_s = 0.0
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
             for batch in _progress(loader, progress):
-                clip = to_device(batch["clip"], device)
+                valid = batch["valid"]
+                for video, error in zip(batch["video_index"][~valid].tolist(),
+                                        (e for e, ok in zip(batch["error"], valid.tolist()) if not ok)):
+                    if video not in unreadable:
+                        unreadable[video] = error
+                        log.warning("evaluation skips unreadable video %s", error)
+                if not bool(valid.any()):
+                    continue
+                clip = to_device(batch["clip"][valid], device)
                 start = time.perf_counter()
                 out = model_output(model, clip)
                 if device.type == "cuda":
@@ -152,13 +176,22 @@ def evaluate(model_or_checkpoint: nn.Module | str | Path, annotation: str | Path
                 logits.append(out.logits.float().cpu())
                 if out.cost is not None:
                     costs.append(out.cost.double().cpu())
-                targets.append(batch["label"])
-                video_index.append(batch["video_index"])
-                view_index.append(batch["view_index"])
+                targets.append(batch["label"][valid])
+                video_index.append(batch["video_index"][valid])
+                view_index.append(batch["view_index"][valid])
     finally:
         model.train(was_training)
+    if unreadable and len(unreadable) == len(annotation.records):
+        raise EffvidError(f"{annotation.source or 'the annotation'}: on_error=skip: none of its "
+                          f"{len(annotation.records)} videos could be read (first: {unreadable[min(unreadable)]})")
     all_logits, all_targets = torch.cat(logits), torch.cat(targets)
-    metrics = multiview_metrics(all_logits, all_targets, torch.cat(video_index), torch.cat(view_index),
+    views_run = len(all_logits)
+    all_videos, all_views = torch.cat(video_index), torch.cat(view_index)
+    # A video with any unreadable view is left out whole; the rest are renumbered 0..n-1 in order.
+    kept = ~torch.isin(all_videos, torch.tensor(sorted(unreadable), dtype=all_videos.dtype))
+    video_indices, rows = torch.unique(all_videos[kept], sorted=True, return_inverse=True)
+    all_logits, all_targets, all_views = all_logits[kept], all_targets[kept], all_views[kept]
+    metrics = multiview_metrics(all_logits, all_targets, rows, all_views,
                                 num_clips=clips, num_crops=crops, multilabel=annotation.multilabel)
     png = None
     if confusion_png is not None:
@@ -169,7 +202,7 @@ def evaluate(model_or_checkpoint: nn.Module | str | Path, annotation: str | Path
         png = str(plot_confusion_matrix(matrix, names or [str(i) for i in range(spec.num_classes)], confusion_png))
     shape = spec_input_shape(spec)
     if costs:
-        cost = cost_summary(torch.cat(costs), torch.cat(video_index), dense_gmacs=model.dense_gmacs(),
+        cost = cost_summary(torch.cat(costs)[kept], rows, dense_gmacs=model.dense_gmacs(),
                             views_per_video=clips * crops)
     elif count_cost:
         cost = static_cost_summary(count_static(model, shape).gmacs, clips * crops)
@@ -181,9 +214,10 @@ def evaluate(model_or_checkpoint: nn.Module | str | Path, annotation: str | Path
         gmacs_per_view=cost.get("gmacs_per_view", float("nan")),
         gmacs_per_video=cost.get("gmacs_per_video", float("nan")), views=(clips, crops),
         params=sum(p.numel() for p in model.parameters()),
-        clips_per_second=len(all_logits) / forward_s if forward_s > 0 else float("nan"),
+        clips_per_second=views_run / forward_s if forward_s > 0 else float("nan"),
         num_videos=metrics["num_videos"], input_shape=tuple(shape), confusion_png=png, cost=cost,
-        dynamic=is_dynamic(model), video_probs=metrics["video_probs"], video_targets=metrics["video_targets"])
+        dynamic=is_dynamic(model), video_probs=metrics["video_probs"], video_targets=metrics["video_targets"],
+        skipped_videos=len(unreadable), video_indices=video_indices)
 
 
 def to_device(clip: torch.Tensor, device: torch.device) -> torch.Tensor:

@@ -26,7 +26,9 @@ def predict(checkpoint: str | Path, video_path: str | Path, *, topk: int = 5, vi
 
     Probabilities are the softmax averaged over the ``K x C`` views; ``gmacs`` is the cost of
     all views of this video, and the cost keys of :mod:`effvid.engine.evaluate` (mean, min and
-    max per view, dense cost) describe how it was spent.
+    max per view, dense cost) describe how it was spent. Classes are named by the sidecar's
+    ``class_names``, or by their index when it saved none; a sidecar whose list does not give one
+    name per class is refused when the checkpoint is read (:func:`~effvid.engine.checkpoint.read_sidecar`).
     """
 
     if topk < 1:
@@ -36,7 +38,9 @@ def predict(checkpoint: str | Path, video_path: str | Path, *, topk: int = 5, vi
         raise VideoError(str(path), "no such file")
     model, meta = resolve_model(checkpoint)
     spec = model.spec
-    names = list(meta.get("class_names") or [str(i) for i in range(spec.num_classes)])
+    names = list(meta.get("class_names") or [])
+    if len(names) != spec.num_classes:  # none saved (or a module passed in): name classes by index
+        names = [str(i) for i in range(spec.num_classes)]
     annotation = Annotation(records=(VideoRecord(path=str(path), label=0, video_id=str(path)),),
                             class_names=tuple(names), multilabel=False, format="single")
     clips, crops = views

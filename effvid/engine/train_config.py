@@ -17,6 +17,7 @@ from typing import Any, Literal
 from effvid.config import load_config
 from effvid.engine.losses import DistillConfig, LossTermConfig
 from effvid.engine.schedules import OptimConfig, ScheduleConfig
+from effvid.engine.trackers import LogConfig
 from effvid.errors import ConfigError
 from effvid.models.registry import default_spec
 from effvid.spec import ArchSpec
@@ -139,6 +140,10 @@ class StageConfig:
             raise ConfigError(f"stage {self.name!r}: lr_scale must be positive, got {self.lr_scale}")
 
 
+BEST_METRICS = ("video_top1", "video_top5", "clip_top1", "mean_class_acc", "mAP")
+"""The validation metrics a run can keep its best checkpoint by (see :mod:`effvid.engine.metrics`)."""
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """A whole training run (see the module docstring and ``configs/*.yaml`` for examples).
@@ -148,6 +153,12 @@ class TrainConfig:
     schedule's factor times the current stage's ``lr_scale``. ``clip_grad`` is the maximum
     global gradient L2 norm (``None``: no clipping).
     ``max_steps_per_epoch`` caps the iterations of each epoch (quick runs and tests).
+    ``resume``: ``auto`` continues after the last complete epoch checkpoint of ``run_dir`` when
+    the config matches the one it was trained with (settings that change where or how fast it
+    runs aside, :data:`~effvid.engine.rundir.RESUME_MAY_CHANGE`), and stops naming the keys
+    otherwise; ``force`` continues with the new settings; ``never`` starts over.
+    ``best_metric`` is one of :data:`BEST_METRICS` (higher is better). ``log`` sends the config and
+    per-epoch metrics to MLflow or Weights & Biases (:mod:`effvid.engine.trackers`).
     """
 
     run_dir: str
@@ -164,7 +175,7 @@ class TrainConfig:
     distill: DistillConfig | None = None
     init_from: str | None = None
     init_lr_scale: float = 1.0
-    resume: Literal["auto", "never"] = "auto"
+    resume: Literal["auto", "never", "force"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: Literal["off", "bf16", "fp16"] = "off"
     clip_grad: float | None = None
@@ -175,6 +186,7 @@ class TrainConfig:
     log_every: int = 20
     max_steps_per_epoch: int | None = None
     best_metric: str = "video_top1"
+    log: LogConfig = field(default_factory=LogConfig)
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -197,6 +209,9 @@ class TrainConfig:
             raise ConfigError(f"max_steps_per_epoch must be >= 1 or null, got {self.max_steps_per_epoch}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.best_metric not in BEST_METRICS:
+            raise ConfigError(f"best_metric {self.best_metric!r} is not a validation metric (choose from "
+                              f"{', '.join(BEST_METRICS)})")
         if self.clip_grad is not None and not self.clip_grad > 0:
             raise ConfigError(f"clip_grad must be positive or null, got {self.clip_grad}")
 

@@ -41,6 +41,7 @@ from torch import nn
 from effvid.config import dump_yaml, to_dict
 from effvid.data.annotations import load_annotations
 from effvid.data.dataset import VideoDataset, build_loader
+from effvid.data.transforms import test_transform
 from effvid.engine import checkpoint as ckpt
 from effvid.engine.distributed import (
     DistInfo,
@@ -61,12 +62,16 @@ from effvid.engine.losses import (
 )
 from effvid.engine.optim import apply_stage_trainable, load_matching, stage_of_epoch
 from effvid.engine.precise_bn import update_bn_stats
+from effvid.engine.run_report import CONFUSION_PNG, write_run_report
+from effvid.engine.rundir import check_run_dir, config_changes, remove_stale_temp_files, run_lock
 from effvid.engine.schedules import build_lr_scheduler, build_optimizer
+from effvid.engine.trackers import Tracker, open_tracker
 from effvid.engine.train_config import TrainConfig
 from effvid.errors import CheckpointError, ConfigError, EffvidError
 from effvid.io import write_text
-from effvid.models import load_pretrained
+from effvid.models import is_dynamic, load_pretrained
 from effvid.models.registry import create_from_spec
+from effvid.report.plots import read_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -124,6 +129,8 @@ class _Run:
         if cfg.amp != "off" and self.amp_dtype is None and self.main:
             logger.info(f"amp: {cfg.amp} asked for, but mixed precision runs on CUDA only; training in float32")
         self.writer: Any = None
+        self.tracker: Tracker | None = None
+        self.tracker_run_id: str | None = None
 
     # -----------------------------------------------------------------------------------------
     # Setup
@@ -137,6 +144,12 @@ class _Run:
                                          classes=data.classes)
                         if data.val is not None else None)
         self.spec = cfg.model.to_spec(len(self.train_ann.class_names))
+        if self.val_ann is not None:  # what validation would refuse after the first epoch, refused now
+            _check_labels(self.val_ann, str(data.val), self.spec.num_classes)
+            if self.val_ann.multilabel and cfg.best_metric == "mean_class_acc":
+                raise ConfigError(f"best_metric mean_class_acc is not defined for multi-label data ({data.val}); "
+                                  "use mAP")
+            test_transform(self.spec, num_crops=data.val_views[1])
         self.model = create_from_spec(self.spec)
         if cfg.model.pretrained is not None:
             weights = cfg.model.pretrained
@@ -202,9 +215,10 @@ class _Run:
         self.best_value = -math.inf
         self.best_metrics: dict[str, Any] = {}
         self.global_step = 0
-        stem = ckpt.find_last_complete(self.run_dir) if self.cfg.resume == "auto" else None
+        stem = ckpt.find_last_complete(self.run_dir) if self.cfg.resume != "never" else None
         if stem is None:
             return 0
+        self._check_resumed_config(stem)
         weights, _ = ckpt.load_checkpoint(stem)
         try:
             self.model.load_state_dict(weights, strict=True)
@@ -212,7 +226,7 @@ class _Run:
             raise CheckpointError(f"{stem}.safetensors: cannot resume, the weights do not fit the configured model "
                                   f"(use a new run_dir or resume: never)") from None
         state = ckpt.load_training_state(stem, map_location=self.device)
-        self.optimizer.load_state_dict(state["optimizer"])
+        ckpt.load_optimizer_state(self.optimizer, state, stem)
         self.scheduler.load_state_dict(state["scheduler"])
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
@@ -220,6 +234,7 @@ class _Run:
         self.best_value = float(extra.get("best_value", -math.inf))
         self.best_metrics = dict(extra.get("best_metrics", {}))
         self.global_step = int(extra.get("global_step", 0))
+        self.tracker_run_id = extra.get("tracker_run_id")
         if "loss_modules" in extra:
             self.step.losses.load_state_dict(extra["loss_modules"])
         elif "features" in extra:  # runs saved before loss terms could own modules
@@ -227,6 +242,19 @@ class _Run:
         if self.main:
             logger.info(f"resuming {self.run_dir} after epoch {state['epoch']} ({stem.name})")
         return int(state["epoch"])
+
+    def _check_resumed_config(self, stem: Path) -> None:
+        """Refuse (or, with ``resume: force``, report) settings that differ from the checkpoint's run."""
+        recorded = (ckpt.read_sidecar(stem).get("extra") or {}).get("config")
+        changes = config_changes(recorded, to_dict(self.cfg)) if isinstance(recorded, dict) else []
+        if not changes:
+            return
+        if self.cfg.resume != "force":
+            raise ConfigError(f"{self.run_dir}: resuming {stem.name} would change {'; '.join(changes)}; use a new "
+                              "run_dir, resume=never to start over here, or resume=force to continue with the new "
+                              "settings")
+        if self.main:
+            logger.info(f"resume=force: continuing {stem.name} with {'; '.join(changes)}")
 
     def _start_logs(self, done: int) -> None:
         if not self.main:
@@ -237,12 +265,31 @@ class _Run:
         from torch.utils.tensorboard import SummaryWriter
 
         self.writer = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"), purge_step=self.global_step or None)
+        self.tracker = open_tracker(self.cfg.log, self.run_dir, to_dict(self.cfg), run_id=self.tracker_run_id)
 
     # -----------------------------------------------------------------------------------------
     # The loop
 
     def run(self) -> TrainResult:
-        with _log_file(self.run_dir / LOG_FILE, enabled=self.main):
+        with contextlib.ExitStack() as stack:
+            error: ConfigError | None = None
+            previous = None
+            try:
+                check_run_dir(self.run_dir)
+                if self.main:
+                    previous = stack.enter_context(run_lock(self.run_dir))
+            except ConfigError as exc:
+                error = exc
+            failed = int(all_reduce_sum(torch.tensor(int(error is not None))))
+            if error is not None:
+                raise error
+            if failed:
+                raise ConfigError(f"run_dir {self.run_dir}: rank 0 could not start the run (its error says why)")
+            stack.enter_context(_log_file(self.run_dir / LOG_FILE, enabled=self.main))
+            if previous is not None:
+                logger.info(f"run_dir {self.run_dir}: taking over the lock of {previous}, which no longer runs")
+            if self.main:
+                remove_stale_temp_files(self.run_dir)
             return self._run()
 
     def _run(self) -> TrainResult:
@@ -267,12 +314,23 @@ class _Run:
                 skipped_total += skipped
                 if self.cfg.precise_bn_batches:
                     self._precise_bn()
-                val = self._validate(epoch)
+                try:
+                    val = self._validate(epoch)
+                except EffvidError:  # keep the epoch that trained: a rerun resumes after it
+                    self._finish_epoch(epoch, stage_index, losses, skipped, {}, time.time() - epoch_start)
+                    raise
                 last_stem = self._finish_epoch(epoch, stage_index, losses, skipped, val, time.time() - epoch_start)
         finally:
             if self.writer is not None:
                 self.writer.close()
+            if self.tracker is not None:
+                self.tracker.close()
             self.composer.close()
+        if self.main:
+            records = read_metrics(self.run_dir / METRICS_FILE)
+            final = (records[-1].get("val") or {}) if records else {}
+            write_run_report(self.run_dir, spec=self.spec, best=self.best_metrics, final=final,
+                             dynamic=is_dynamic(self.model))
         best = ckpt.best_stem(self.run_dir)
         return TrainResult(run_dir=str(self.run_dir),
                            best_checkpoint=str(best) if best.with_suffix(".json").exists() else None,
@@ -358,15 +416,14 @@ class _Run:
         if self.val_ann is None or not self.main or not (last or (epoch + 1) % self.cfg.eval_every == 0):
             return {}
         data = self.cfg.data
+        confusion = self.run_dir / CONFUSION_PNG if last and not self.val_ann.multilabel else None
         result = evaluate(self.model, self.val_ann, views=data.val_views, batch_size=data.val_batch_size or self.cfg.batch_size,
                           num_workers=data.num_workers, backend=data.backend, spec=self.spec,
-                          target_fps=data.target_fps, count_cost=False, progress=self.progress)
+                          target_fps=data.target_fps, count_cost=False, confusion_png=confusion,
+                          progress=self.progress)
         metrics = result.to_dict()  # a dynamic model's cost figures stay: they are measured per view
         for key in ("input_shape", "confusion_png", "params", "dynamic"):
             metrics.pop(key)
-        if self.cfg.best_metric not in metrics:
-            raise ConfigError(f"best_metric {self.cfg.best_metric!r} is not a validation metric "
-                              f"(choose from {', '.join(k for k, v in metrics.items() if isinstance(v, float))})")
         return metrics
 
     def _sidecar_fields(self) -> dict[str, Any]:
@@ -397,6 +454,10 @@ class _Run:
             with open(self.run_dir / METRICS_FILE, "a") as f:
                 f.write(json.dumps(record) + "\n")
             self._log_tensorboard(done, losses, val)
+            if self.tracker is not None:
+                self.tracker.log_metrics({**{f"train/{k}": v for k, v in losses.items()},
+                                          **{f"val/{k}": v for k, v in val.items()
+                                             if isinstance(v, (int, float)) and math.isfinite(v)}}, step=done)
             fields = self._sidecar_fields()
             if improved:
                 ckpt.save_checkpoint(ckpt.best_stem(self.run_dir), model=self.model, metrics=self.best_metrics,
@@ -405,6 +466,8 @@ class _Run:
                                      "global_step": self.global_step}
             if self.step.losses:
                 extra["loss_modules"] = self.step.losses.state_dict()
+            if self.tracker is not None:
+                extra["tracker_run_id"] = self.tracker.run_id
             state = ckpt.training_state(epoch=done, optimizer=self.optimizer, scheduler=self.scheduler,
                                         scaler=self.scaler, extra=extra)
             ckpt.save_checkpoint(stem, model=self.model, metrics=val, epoch=done, state=state, **fields)
@@ -421,6 +484,28 @@ class _Run:
             if isinstance(value, float) and math.isfinite(value):
                 self.writer.add_scalar(f"val/{name}", value, epoch)
         self.writer.flush()
+
+
+def _check_labels(annotation: Any, path: str, num_classes: int) -> None:
+    """A :class:`ConfigError` naming the file and line of the first label outside the training classes."""
+    for record in annotation.records:
+        labels = (record.label,) if isinstance(record.label, int) else tuple(record.label)
+        bad = [label for label in labels if not 0 <= label < num_classes]
+        if bad:
+            raise ConfigError(f"{path}{_line_of(path, record.video_id)}: video {record.video_id} has label {bad[0]}, "
+                              f"outside the {num_classes} training classes (0..{num_classes - 1})")
+
+
+def _line_of(path: str, text: str) -> str:
+    """``":N"``, the first line of the file ``path`` that mentions ``text``, or ``""``."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for number, line in enumerate(f, 1):
+                if text in line:
+                    return f":{number}"
+    except OSError:
+        pass
+    return ""
 
 
 @contextlib.contextmanager

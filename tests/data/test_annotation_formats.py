@@ -51,6 +51,49 @@ def test_mmaction_multilabel_gives_every_record_a_tuple(tmp_path):
     assert result.class_names == ("0", "1", "2", "3")
 
 
+def test_mmaction2_space_separated_multilabel(tmp_path):
+    ann = write(tmp_path / "ml.txt", "videos/a.mp4 1 3\nvideos/b.MKV 2\nmy clip 2.mp4 0 4\nc.webm 3,17\n")
+    result = load_annotations(ann)
+    assert result.format == "mmaction" and result.multilabel
+    assert [(r.video_id, r.label) for r in result.records] == [
+        ("videos/a.mp4", (1, 3)), ("videos/b.MKV", (2,)), ("my clip 2.mp4", (0, 4)), ("c.webm", (3, 17))]
+    assert len(result.class_names) == 18
+
+
+def test_ambiguous_first_line_is_refused_with_file_line_and_format_hint(tmp_path):
+    ann = write(tmp_path / "list.txt", "\nname 300 0\nother 12 1\n")
+    with pytest.raises(AnnotationError) as info:
+        load_annotations(ann)
+    message = str(info.value)
+    assert message.startswith(f"{ann}:2: ambiguous") and "'name 300 0'" in message
+    assert "format=" in message and "data.format" in message and len(message.splitlines()) == 1
+    frames = load_annotations(ann, format="rawframes")  # named, each reading is what it says
+    assert [(r.video_id, r.num_frames, r.label) for r in frames.records] == [("name", 300, 0), ("other", 12, 1)]
+    videos = load_annotations(ann, format="mmaction")
+    assert videos.multilabel and [r.label for r in videos.records] == [(300, 0), (12, 1)]
+    (tmp_path / "name").mkdir()  # a frame folder of that name: raw frames, detected
+    assert load_annotations(ann).format == "rawframes"
+
+
+def test_ambiguous_later_line_of_a_detected_mmaction_list_is_refused(tmp_path):
+    ann = write(tmp_path / "list.txt", "a.mp4 1\nepisode 2 5\n")
+    with pytest.raises(AnnotationError, match=r"list\.txt:2: ambiguous list line 'episode 2 5'.*format="):
+        load_annotations(ann)
+    assert [r.label for r in load_annotations(ann, format="mmaction").records] == [(1,), (2, 5)]
+
+
+def test_mixed_label_separators_are_refused(tmp_path):
+    with pytest.raises(AnnotationError, match=r"mixed\.txt:1: .*separated both by spaces and by commas"):
+        load_annotations(write(tmp_path / "mixed.txt", "a.mp4 64 3,4\n"))
+
+
+def test_rawframes_space_separated_multilabel(tmp_path):
+    (tmp_path / "frames" / "v1").mkdir(parents=True)
+    result = load_annotations(write(tmp_path / "f.txt", "frames/v1 120 2 4\nframes/v2 48 1\n"))
+    assert result.format == "rawframes" and result.multilabel
+    assert [(r.num_frames, r.label) for r in result.records] == [(120, (2, 4)), (48, (1,))]
+
+
 def test_classes_txt_next_to_the_list_is_discovered(tmp_path):
     write(tmp_path / "classes.txt", "walk\nrun\n\njump\n")
     result = load_annotations(write(tmp_path / "train.txt", "a.mp4 2\n"))
@@ -74,9 +117,14 @@ def test_label_beyond_the_class_names_names_file_and_line(tmp_path):
 
 def test_rawframes_list_sets_num_frames_and_frame_folder(tmp_path):
     ann = write(tmp_path / "frames.txt", "v1 120 3\nsub/v2 48 0\n")
-    result = load_annotations(ann, root="/data/frames")
+    root = tmp_path / "data" / "frames"
+    (root / "v1").mkdir(parents=True)  # detection needs the first line's frame folder (else it is ambiguous)
+    result = load_annotations(ann, root=root)
     assert result.format == "rawframes"
     assert [(r.path, r.num_frames, r.label) for r in result.records] == [
+        (str(root / "v1"), 120, 3), (str(root / "sub" / "v2"), 48, 0)]
+    named = load_annotations(ann, root="/data/frames", format="rawframes")  # named: no folder needed
+    assert [(r.path, r.num_frames, r.label) for r in named.records] == [
         ("/data/frames/v1", 120, 3), ("/data/frames/sub/v2", 48, 0)]
 
 
@@ -307,6 +355,7 @@ def test_sthv2_test_json_without_templates_is_unlabelled(sthv2_folder):
     ("f.csv", "\ufeffyoutube_id,time_start,time_end,split\na,0,10,test\n", "kinetics"),
 ])
 def test_auto_detection_of_list_files(tmp_path, name, text, expected):
+    (tmp_path / "frames" / "x").mkdir(parents=True)  # the rawframes line's folder exists
     assert load_annotations(write(tmp_path / name, text)).format == expected
 
 

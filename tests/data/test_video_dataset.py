@@ -158,3 +158,41 @@ def test_video_shorter_than_the_clip_repeats_its_last_frame(make_index_video):
     data = VideoDataset(annotation([short], [1]), spec=SPEC, train=True, on_error="raise")
     item = data[0]
     assert frame_indices(item["clip"]) == [0, 2, 2, 2] and item["skipped"] == 0
+
+
+def test_test_mode_skip_marks_the_item_instead_of_substituting(bad_and_good, caplog):
+    data = VideoDataset(annotation(bad_and_good, [0, 1, 2, 3]), spec=SPEC, train=False, num_clips=2, on_error="skip")
+    with caplog.at_level(logging.WARNING, logger="effvid.data.dataset"):
+        items = [data[i] for i in range(len(data))]
+    assert [(it["video_index"], it["view_index"], it["valid"]) for it in items] == [
+        (v, w, v in (0, 3)) for v in range(4) for w in range(2)]
+    for item in items:
+        assert item["clip"].shape == (3, 4, 96, 96)  # a bad view keeps the shape so batches collate
+        if not item["valid"]:
+            video = item["video_index"]
+            assert item["skipped"] == 1 and item["failed_videos"][:2].tolist() == [video, -1]
+            assert not item["clip"].any() and int(item["label"]) == video  # its own label: nothing substituted
+            assert item["error"].startswith(f"{bad_and_good[video]}: ") and len(item["error"].splitlines()) == 1
+        else:
+            assert item["skipped"] == 0 and item["error"] == "" and bool(item["clip"].any())
+    assert not caplog.records  # the evaluator reports skipped videos, once each
+    assert data.unreadable_files == {str(bad_and_good[1]), str(bad_and_good[2])}
+    batch = next(iter(build_loader(data, batch_size=8, num_workers=0, shuffle=False, seed=0, drop_last=False)))
+    assert batch["valid"].tolist() == [True, True, False, False, False, False, True, True]
+    assert batch["error"][:2] == ["", ""] and batch["failed_videos"].shape == (8, 16)
+
+
+def test_mmaction2_multilabel_list_trains_with_multi_hot_targets(make_index_video, tmp_path):
+    from effvid.data.annotations import load_annotations
+
+    for name in ("a", "b", "c"):
+        make_index_video(f"{name}.mp4", 16, height=96)
+    listing = tmp_path / "train.txt"
+    listing.write_text("a.mp4 1 3\nb.mp4 0\nc.mp4 2 3 4\n")  # mmaction2's multi-label convention
+    ann = load_annotations(listing)
+    assert ann.multilabel and [r.label for r in ann.records] == [(1, 3), (0,), (2, 3, 4)]
+    data = VideoDataset(ann, spec=SPEC, train=True)
+    batch = next(iter(build_loader(data, batch_size=3, num_workers=0, shuffle=False, seed=0, drop_last=False)))
+    assert batch["label"].dtype == torch.float32
+    assert batch["label"].tolist() == [[0, 1, 0, 1, 0], [1, 0, 0, 0, 0], [0, 0, 1, 1, 1]]
+    assert batch["clip"].shape == (3, 3, 4, 96, 96)

@@ -96,3 +96,56 @@ def test_bad_views_rejected(tmp_path, views, effvid):
 def test_help(command, effvid):
     result = effvid(command, "--help")
     assert result.returncode == 0 and "usage: effvid " + command in result.stdout
+
+
+# --- argument errors: one line naming the subcommand, option and value; exit 2; no usage block
+
+
+@pytest.mark.parametrize(
+    "argv, needles",
+    [
+        (["eval", "ck", "--batch-size", "0"], ["eval", "--batch-size", "'0'", ">= 1"]),
+        (["eval", "ck", "--workers", "-1"], ["eval", "--workers", "'-1'", ">= 0"]),
+        (["eval", "ck", "--batch-size", "eight"], ["--batch-size", "'eight'"]),
+        (["predict", "ck", "v.mp4", "--topk", "0"], ["predict", "--topk", "'0'"]),
+        (["data", "check", "a.txt", "--workers", "0"], ["data check", "--workers", "'0'"]),
+        (["data", "check", "a.txt", "--split", "-2"], ["data check", "--split", "'-2'"]),
+        (["synth", "out", "--workers", "0"], ["synth", "--workers", "'0'"]),
+        (["synth", "out", "--seed", "-1"], ["synth", "--seed", "'-1'"]),
+        (["flops", "r2plus1d_18", "--frames", "0"], ["flops", "--frames", "'0'"]),
+        (["flops", "r2plus1d_18", "--size", "1.5"], ["flops", "--size", "'1.5'"]),
+        (["flops", "r2plus1d_18", "--classes", "0"], ["flops", "--classes", "'0'"]),
+        (["flops", "r2plus1d_18", "--width", "0"], ["flops", "--width", "'0'", "> 0"]),
+        (["flops", "r2plus1d_18", "--depth", "nan"], ["flops", "--depth", "'nan'"]),
+        (["eval", "ck", "--bogus"], ["eval", "unrecognized arguments: --bogus"]),
+        (["predict", "ck"], ["predict", "required", "VIDEO"]),
+        (["data"], ["data", "required", "SUBCOMMAND"]),
+        (["nosuchcommand"], ["invalid choice", "'nosuchcommand'"]),
+        (["synth", "out", "--preset", "huge"], ["synth", "--preset", "'huge'"]),
+    ],
+    ids=lambda v: " ".join(v) if isinstance(v, list) and v and v[0] not in ("eval", ">= 1") else None,
+)
+def test_argument_errors_are_one_line_naming_option_and_value(argv, needles, tmp_path, monkeypatch, effvid):
+    monkeypatch.chdir(tmp_path)
+    result = effvid(*argv)
+    assert_one_line_error(result, *needles)
+    assert result.stderr.startswith("effvid: error: ") and "usage:" not in result.stderr
+    assert result.stdout == ""
+    assert list(tmp_path.iterdir()) == []  # refused before anything ran: no output folder, no file
+
+
+def test_argument_error_of_the_real_process_is_one_line(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "effvid.cli", "eval", str(tmp_path / "ck"), "--batch-size", "0"],
+                            capture_output=True, text=True, timeout=300)
+    assert_one_line_error(result, "eval: argument --batch-size", "'0'")
+    assert "usage:" not in result.stderr and result.stdout == ""
+
+
+def test_synth_into_an_existing_file_is_one_line_and_leaves_the_file(tmp_path, effvid):
+    out = tmp_path / "notes.txt"
+    out.write_text("keep me")
+    assert_one_line_error(effvid("synth", str(out), "--preset", "tiny"), str(out), "existing file")
+    assert out.read_text() == "keep me" and sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+    assert_one_line_error(effvid("synth", str(out / "sub"), "--preset", "tiny"), str(out / "sub"), str(out),
+                          "existing file")
+    assert out.read_text() == "keep me" and sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]

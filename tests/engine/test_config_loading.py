@@ -145,3 +145,33 @@ def test_invalid_yaml_names_the_line(tmp_path: Path) -> None:
     path.write_text("model: {name: x}\noptim: [unclosed\n")
     with pytest.raises(ConfigError, match=r"broken\.yaml: not valid YAML \(line"):
         load_config(path, RunCfg)
+
+
+def test_a_config_extends_its_bases_then_overrides_apply(tmp_path: Path):
+    (tmp_path / "common").mkdir()
+    (tmp_path / "common" / "model.yaml").write_text("model: {name: r2plus1d_18, num_frames: 8, crop_size: 64}\n"
+                                                    "optim: {name: sgd, lr: 0.1}\nviews: [10, 3]\n")
+    (tmp_path / "common" / "tags.yaml").write_text("base: model.yaml\ntags: {a: 1.0}\noptim: {lr: 0.2}\n")
+    (tmp_path / "run.yaml").write_text("base: [common/tags.yaml]\nmodel: {crop_size: 32}\ntags: {b: 2.0}\n")
+    cfg = load_config(tmp_path / "run.yaml", RunCfg, ["optim.lr=0.5"])
+    assert (cfg.model.name, cfg.model.num_frames, cfg.model.crop_size) == ("r2plus1d_18", 8, 32)
+    assert cfg.optim.name == "sgd" and cfg.optim.lr == 0.5 and cfg.views == (10, 3)
+    assert cfg.tags == {"a": 1.0, "b": 2.0}
+
+
+def test_bases_that_extend_each_other_in_a_circle_are_one_clear_error(tmp_path: Path):
+    (tmp_path / "a.yaml").write_text("base: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\n")
+    with pytest.raises(ConfigError, match="in a circle"):
+        load_config(tmp_path / "a.yaml", RunCfg)
+    (tmp_path / "c.yaml").write_text("base: missing.yaml\n")
+    with pytest.raises(ConfigError, match="missing.yaml: config file not found"):
+        load_config(tmp_path / "c.yaml", RunCfg)
+
+
+def test_a_pas_base_mapping_is_not_inheritance(tmp_path: Path):
+    from effvid.methods.pas.config import load_shrink_config
+
+    (tmp_path / "pas.yaml").write_text("run_dir: r\ndata: {train: t.txt, val: v.txt}\nbase: {checkpoint: b}\n"
+                                       "train: {epochs: 1, batch_size: 2}\n")
+    assert load_shrink_config(tmp_path / "pas.yaml").base.checkpoint == "b"

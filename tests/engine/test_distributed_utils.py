@@ -89,3 +89,59 @@ def test_torchrun_two_process_gloo_group(tmp_path: Path) -> None:
     assert [r["main"] for r in ranks] == [True, False]
     assert all(r["mean"] == [0.5, 5.0] and r["backend"] == "gloo" for r in ranks)
     assert ranks[0]["draw"] != ranks[1]["draw"]
+
+
+def test_slurm_host_lists_expand_as_slurm_writes_them():
+    from effvid.engine.distributed import expand_nodelist
+
+    assert expand_nodelist("gpu[01-03,07],login") == ["gpu01", "gpu02", "gpu03", "gpu07", "login"]
+    assert expand_nodelist("node7") == ["node7"]
+    assert expand_nodelist("a[8-11]") == ["a8", "a9", "a10", "a11"]
+
+
+def test_an_srun_task_without_torchrun_gets_its_rank_world_size_and_master(tmp_path):
+    """A real subprocess with SLURM's step variables: init_distributed reads rank 1 of 2 and the
+    first host as the master (the group itself is not joined: world 2 would wait for rank 0)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    code = ("import json, os; from effvid.engine.distributed import slurm_environment; "
+            "os.environ.update(slurm_environment(os.environ)); "
+            "print(json.dumps({k: os.environ[k] for k in ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', "
+            "'MASTER_PORT')}))")
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR")}
+    env.update(SLURM_PROCID="1", SLURM_STEP_NUM_TASKS="2", SLURM_NTASKS="2", SLURM_LOCALID="1",
+               SLURM_STEP_NODELIST="gpu[07-08]")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "MASTER_ADDR": "gpu07",
+                                      "MASTER_PORT": "29500"}
+    env.pop("SLURM_STEP_NUM_TASKS")  # the sbatch script's own shell: one process, whatever SLURM_NTASKS says
+    out = subprocess.run([sys.executable, "-c", code.replace("print(json.dumps({k: os.environ[k]",
+                                                             "print(json.dumps({k: os.environ.get(k)")],
+                         env=env, capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout)["RANK"] is None
+
+
+def test_two_srun_tasks_train_as_one_gloo_job(subset_annotation, write_config, tmp_path):
+    """What ``srun -n 2 effvid train CONFIG`` starts, without torchrun: two processes that find
+    each other from SLURM's variables and train one data-parallel run (rank 0 writes it)."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    config = write_config(subset_annotation(8), epochs=1, max_steps_per_epoch=1, batch_size=2)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    base = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR")}
+    base.update(SLURM_STEP_NUM_TASKS="2", SLURM_STEP_NODELIST="localhost", MASTER_PORT=str(port), OMP_NUM_THREADS="1")
+    tasks = [subprocess.Popen([sys.executable, "-m", "effvid", "train", str(config)], stderr=subprocess.PIPE, text=True,
+                              env={**base, "SLURM_PROCID": str(rank), "SLURM_LOCALID": str(rank)})
+             for rank in range(2)]
+    errors = [task.communicate(timeout=300)[1] for task in tasks]
+    assert [task.returncode for task in tasks] == [0, 0], errors
+    assert (tmp_path / "run" / "checkpoints" / "epoch_0001.json").exists()
+    assert "epoch 1/1" in errors[0] and "epoch 1/1" not in errors[1]  # only rank 0 reports

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -112,3 +113,18 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(subset_annotation, write_
     weights, _ = ckpt.load_checkpoint(good)
     assert all(bool(torch.isfinite(t).all()) for t in weights.values() if t.is_floating_point())
     assert [r["epoch"] for r in read_metrics(tmp_path / "run")] == [1]
+
+
+def test_every_run_writes_a_report_with_curves_metrics_cost_and_confusion(synth_micro, subset_annotation,
+                                                                          write_config, tmp_path):
+    from effvid.engine.train_config import load_train_config
+    from effvid.engine.trainer import train
+
+    config = write_config(subset_annotation(8), synth_micro.annotations["val"], epochs=2, max_steps_per_epoch=1)
+    result = train(load_train_config(config), progress=False)
+    run_dir = Path(result.run_dir)
+    report = (run_dir / "report.md").read_text()
+    for png in ("training_curves.png", "confusion.png"):
+        assert (run_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"]({png})" in report
+    assert "best (epoch" in report and "final" in report
+    assert "GMACs per view at input 1x3x4x32x32" in report

@@ -215,7 +215,15 @@ def _resolve_preset(preset: str | SynthPreset) -> SynthPreset:
 
 
 def _check_folder(root: Path, params: dict) -> None:
-    """Refuse a folder that holds (or is being filled with) a different preset, seed or version."""
+    """Refuse an output path that is (or lies under) a file, and a folder that holds (or is being
+    filled with) a different preset, seed or version."""
+    for folder in (root, *root.parents):
+        if folder.exists():
+            if folder == root and not root.is_dir():
+                raise EffvidError(f"{root}: is an existing file, not a folder; choose a folder for SynthActions")
+            if not folder.is_dir():
+                raise EffvidError(f"{root}: cannot be made a folder, {folder} is an existing file")
+            break
     for name in (MANIFEST, PENDING):
         path = root / name
         if not path.is_file():

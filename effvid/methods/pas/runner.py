@@ -12,6 +12,14 @@ A hypothesis asking for more than one GPU trains data-parallel inside its task w
 ``TorchTrainer`` (one worker per GPU); see :func:`scaling_config` and :func:`_train_ddp`.
 Scheduling, processes and communication are all Ray's: nothing here manages them by hand.
 
+While a :class:`RayRunner` is active (in the main thread) it owns SIGINT and SIGTERM: either
+one cancels the submitted tasks and shuts down the local Ray instance it started (its raylet,
+GCS and agents exit with it; on a cluster it only disconnects), then ends the driver as the
+signal would: SIGINT as :class:`KeyboardInterrupt` (the CLI's exit 130), SIGTERM as
+``SystemExit(143)``. The handlers in place before are restored on exit. The ledger is written
+atomically, so a rerun resumes from it. After a SIGKILL nothing can run in the driver: the
+local Ray processes notice the dead driver and exit on their own, within about two minutes.
+
 Ray is an optional dependency (the ``pas`` extra): without it, importing this module raises an
 :class:`~effvid.errors.EffvidError` that says ``pip install 'effvid[pas]'`` (:func:`import_ray`).
 """
@@ -20,6 +28,8 @@ from __future__ import annotations
 
 import importlib
 import logging
+import signal
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +39,9 @@ from effvid.errors import EffvidError
 from effvid.methods.pas.config import RayConfig, ResourcesConfig
 
 logger = logging.getLogger(__name__)
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+"""The signals a :class:`RayRunner` turns into a clean stop: cancel the tasks, shut Ray down, exit."""
 
 RAY_MISSING = "PAS trains its hypotheses on Ray, which is not installed: pip install 'effvid[pas]'"
 
@@ -111,8 +124,22 @@ def task_options(resources: ResourcesConfig) -> dict[str, Any]:
     return {"num_cpus": resources.num_cpus, "num_gpus": resources.num_gpus, "max_retries": 0}
 
 
+def _shutdown_and_wait() -> None:
+    """``ray.shutdown()``, waiting (where this Ray supports it) until the processes it started have exited."""
+    try:
+        ray.shutdown(wait_for_processes=True)
+    except TypeError:  # Ray before wait_for_processes
+        ray.shutdown()
+
+
 class RayRunner:
-    """Submit training jobs as Ray tasks and collect them as they finish (a context manager)."""
+    """Submit training jobs as Ray tasks and collect them as they finish (a context manager).
+
+    Entered in the main thread, it handles SIGINT and SIGTERM until it exits (see the module
+    docstring): the tasks are cancelled and a local Ray instance is shut down before the
+    signal ends the process as :class:`KeyboardInterrupt` (SIGINT) or ``SystemExit(143)``
+    (SIGTERM, ``128 + 15``).
+    """
 
     def __init__(self, resources: ResourcesConfig, ray_cfg: RayConfig, *, address: str | None = None,
                  log: Callable[[str], None] = logger.info) -> None:
@@ -122,8 +149,14 @@ class RayRunner:
         self.log = log
         self._started = False
         self._refs: dict[Any, str] = {}
+        self._previous_handlers: dict[int, Any] = {}
+        self._signal: int | None = None
+        self._closing = False
 
     def __enter__(self) -> RayRunner:
+        # taken before ray.init, which installs its own SIGTERM handler (sys.exit(15)) in the driver
+        if threading.current_thread() is threading.main_thread():
+            self._previous_handlers = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
         if not ray.is_initialized():
             if self.address:
                 ray.init(address=self.address, logging_level=logging.WARNING, log_to_driver=True)
@@ -137,14 +170,49 @@ class RayRunner:
             self._remote = ray.remote(_train_ddp).options(**task_options(self.resources))
         else:
             self._remote = ray.remote(train_network).options(**task_options(self.resources))
+        for signum in self._previous_handlers:
+            signal.signal(signum, self._on_signal)
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        for ref in self._refs:
-            ray.cancel(ref, force=True)
-        self._refs.clear()
-        if self._started:
-            ray.shutdown()
+        self._closing = True  # from here a signal is only recorded: nothing may cut the shutdown short
+        try:
+            if self._signal is not None:
+                where = "shutting down the local Ray instance" if self._started else "leaving the Ray cluster"
+                self.log(f"PAS: {signal.Signals(self._signal).name} received; cancelling {len(self._refs)} "
+                         f"task(s) and {where} (run the same command again to resume from the ledger)")
+            for ref in self._refs:
+                try:
+                    ray.cancel(ref, force=True)
+                except Exception as err:  # a task that already ended, a lost connection: shut down anyway
+                    logger.debug(f"PAS: cancelling a task failed: {err}")
+            self._refs.clear()
+            if self._started:
+                _shutdown_and_wait()
+                self._started = False
+        finally:
+            for signum, handler in self._previous_handlers.items():
+                signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+            self._previous_handlers = {}
+            self._closing = False
+        if self._signal is not None:
+            # re-raised here: Ray turns an exception raised while it waits into its own
+            # (SystemExit(143) arrives as SystemExit(1)), so the exit status is set after the shutdown
+            signum, self._signal = self._signal, None
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            raise SystemExit(128 + signum)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        """SIGINT/SIGTERM while active: unwind to :meth:`__exit__`, which cancels, shuts down and exits."""
+        if self._signal is not None:
+            return  # already stopping: a repeated Ctrl-C must not cut the shutdown short
+        self._signal = signum
+        if self._closing:
+            return  # __exit__ is shutting down already and exits with this signal's status after it
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise SystemExit(128 + signum)
 
     def submit(self, key: str, cfg: TrainConfig) -> None:
         """Start training ``cfg`` as a Ray task known as ``key``."""
