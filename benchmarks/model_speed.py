@@ -9,8 +9,10 @@ variant of :mod:`effvid.models.inference` (eager, channels_last, torch.compile):
   JSON records the repeats actually used);
 * achieved GMAC/s (cost counter GMACs per clip x clips / s);
 * correctness: the variant's batch-1 logits against eager's (max |diff| relative to max |eager|);
-* the 1-minute load average before and after (``load``), with a warning when another process
-  competed (above the threads + 0.5): such figures are not quiet-machine figures.
+* the 1-minute load average before and after the run and each model (``load``), and the cores
+  other processes kept busy while a model was timed, with a warning when another process
+  competed (a load average above the threads + 0.5, or other processes above a quarter of a
+  core): such figures are not quiet-machine figures.
 
 A variant that fails (e.g. torch.compile without a compiler) is recorded with its error, not
 raised. torch.compile's build time is recorded separately and excluded from the timings; it
@@ -35,7 +37,7 @@ from typing import Any
 
 import torch
 
-from effvid.cost.latency import load_record, machine_load, timed_runs
+from effvid.cost.latency import CpuWatch, load_record, machine_load, timed_runs
 from effvid.cost.static import count_spec
 from effvid.models import default_spec, get_entry, list_models
 from effvid.models.inference import DEFAULT_VARIANT, VARIANTS, prepare_for_inference
@@ -71,7 +73,12 @@ def main() -> int:
         "models": [],
     }
     for name in names:
-        row = bench_model(name, [v for v in variants if v != "compile" or name in compile_names], args)
+        before = machine_load()
+        with CpuWatch() as cpu:
+            row = bench_model(name, [v for v in variants if v != "compile" or name in compile_names], args)
+        row["load"] = load_record(before, machine_load(), args.threads, other_cores=cpu.other_cores)
+        if row["load"]["warning"]:
+            print(f"warning: {name}: {row['load']['warning']}", file=sys.stderr)
         results["models"].append(row)
         print(json.dumps(summary_line(row)), file=sys.stderr, flush=True)
         write(results, args.out)

@@ -14,8 +14,10 @@ A dynamic model's work depends on its input, so it is timed on real clips: the f
 annotation) through ``forward_output`` at batch 1, with the mean cost they reported beside
 the mean time.
 
-The 1-minute load average is recorded before and after; above the threads + 0.5 a warning
-says that another process competed and the figures are not quiet-machine figures.
+The 1-minute load average is recorded before and after, and the cores other processes kept
+busy during the measurement; a load average above the threads + 0.5 (or other processes
+above a quarter of a core) gets a warning: another process competed, and the figures are not
+quiet-machine figures.
 """
 
 from __future__ import annotations
@@ -81,7 +83,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from effvid.cost.latency import machine_load, resolve_device, torch_threads
+    from effvid.cost.latency import CpuWatch, load_record, machine_load, resolve_device, torch_threads
     from effvid.errors import ConfigError
 
     if args.warmup < 0:
@@ -91,8 +93,9 @@ def run(args: argparse.Namespace) -> int:
     before = machine_load()
     with torch_threads(threads):
         model, spec, source = _resolve_model(args)
-        result = _bench(model, spec, source, args, device=device, threads=threads)
-    result.update(_load_fields(before, machine_load(), threads))
+        with CpuWatch() as cpu:
+            result = _bench(model, spec, source, args, device=device, threads=threads)
+    result.update(load_record(before, machine_load(), threads, other_cores=cpu.other_cores))
     if result["warning"]:
         info(f"warning: {result['warning']}")
     if args.json:
@@ -100,12 +103,6 @@ def run(args: argparse.Namespace) -> int:
         return 0
     _print(result)
     return 0
-
-
-def _load_fields(before: float, after: float, threads: int) -> dict[str, Any]:
-    from effvid.cost.latency import load_record
-
-    return load_record(before, after, threads)
 
 
 def _resolve_model(args: argparse.Namespace) -> tuple[nn.Module, ArchSpec, dict[str, Any]]:
@@ -253,7 +250,9 @@ def _print(result: dict[str, Any]) -> None:
         print(f"{'batch':>5} {'latency ms':>11} {'clips/s':>9} {'GMAC/s':>9}")
         for row in result["batches"]:
             print(f"{row['batch']:>5} {row['latency_ms']:>11.2f} {row['clips_per_s']:>9.2f} {row['gmac_per_s']:>9.2f}")
-    print(f"load average (1 min): {result['load_average_before']:.2f} before, {result['load_average_after']:.2f} after")
+    others = "" if result["other_cpu_cores"] is None else f"; other processes used {result['other_cpu_cores']:.2f} cores"
+    print(f"load average (1 min): {result['load_average_before']:.2f} before, {result['load_average_after']:.2f} after"
+          f"{others}")
     per_layer = result.get("per_layer")
     if per_layer:
         print(f"per layer at batch 1 ({per_layer['runs']} runs, {per_layer['forward_ms']:.2f} ms per forward, "

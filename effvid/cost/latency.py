@@ -15,7 +15,9 @@ One timer serves ``effvid bench``, PAS's latency column and the scripts in ``ben
 * :func:`time_layers` splits the measured forward time over the leaf conv and linear layers
   (forward pre/post hooks), and :func:`layer_table` sets it beside their share of the GMACs;
 * :func:`machine_load`, :func:`competing` and :func:`load_record` record the 1-minute load
-  average before and after a measurement and say when another process competed.
+  average before and after a measurement and say when another process competed;
+  :class:`CpuWatch` also measures the cores other processes kept busy during it, which the
+  lagging load average misses for a competitor of a few seconds.
 """
 
 from __future__ import annotations
@@ -68,19 +70,71 @@ def competing(load: float, threads: int) -> bool:
     return not math.isnan(load) and load > threads + COMPETING_MARGIN
 
 
-def load_record(before: float, after: float, threads: int) -> dict[str, Any]:
+def load_record(before: float, after: float, threads: int, *, other_cores: float | None = None) -> dict[str, Any]:
     """The load fields every measurement reports: both 1-minute averages, the threshold
-    (``threads`` + :data:`COMPETING_MARGIN`), ``competing`` and ``warning`` (``None`` when quiet)."""
-    busy = competing(before, threads) or competing(after, threads)
+    (``threads`` + :data:`COMPETING_MARGIN`), ``competing`` and ``warning`` (``None`` when quiet).
+
+    The 1-minute average lags (an exponential average over about a minute), so a competitor
+    that ran for a few seconds of a short measurement barely moves it. ``other_cores`` (from
+    :class:`CpuWatch`: the mean number of cores other processes kept busy during the
+    measurement) catches those: above :data:`OTHER_CORES_LIMIT` it counts as competing too.
+    """
+    by_load = competing(before, threads) or competing(after, threads)
+    by_cpu = other_cores is not None and other_cores > OTHER_CORES_LIMIT
+    reasons = []
+    if by_load:
+        reasons.append(f"1-minute load average {before:.2f} before, {after:.2f} after, above {threads} threads + "
+                       f"{COMPETING_MARGIN}")
+    if by_cpu:
+        reasons.append(f"other processes kept {other_cores:.2f} cores busy during the measurement")
     return {"load_average_before": before, "load_average_after": after,
-            "load_threshold": threads + COMPETING_MARGIN, "competing": busy,
-            "warning": load_warning(before, after, threads) if busy else None}
+            "load_threshold": threads + COMPETING_MARGIN, "other_cpu_cores": other_cores,
+            "competing": by_load or by_cpu, "warning": f"{'; '.join(reasons)}: {COMPETING_WARNING}" if reasons else None}
 
 
-def load_warning(before: float, after: float, threads: int) -> str:
-    """The one-line warning for a measurement during which another process competed."""
-    return (f"1-minute load average {before:.2f} before, {after:.2f} after, above {threads} threads + "
-            f"{COMPETING_MARGIN}: {COMPETING_WARNING}")
+def load_warning(before: float, after: float, threads: int) -> str | None:
+    """The one-line warning for a measurement whose load average says another process competed."""
+    return load_record(before, after, threads)["warning"]
+
+
+OTHER_CORES_LIMIT = 0.25
+"""Mean cores kept busy by other processes above which a measurement counts as competed."""
+
+
+def _cpu_times() -> tuple[float, float, float] | None:
+    """(wall s, CPU s all processes spent busy, CPU s this process spent), or ``None`` without /proc/stat."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+        ticks = os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not fields or fields[0] != "cpu" or len(fields) < 8:
+        return None
+    values = [int(v) for v in fields[1:9]]  # user nice system idle iowait irq softirq steal
+    busy = sum(values) - values[3] - values[4]
+    own = os.times()
+    return time.perf_counter(), busy / ticks, own.user + own.system
+
+
+class CpuWatch:
+    """The cores other processes kept busy while the block ran: all CPU time the kernel counted
+    (``/proc/stat``) minus this process's own (``os.times``), over the wall time.
+    ``other_cores`` is ``None`` where ``/proc/stat`` is missing (not Linux)."""
+
+    other_cores: float | None = None
+
+    def __enter__(self) -> CpuWatch:
+        self._start = _cpu_times()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        end = _cpu_times()
+        if self._start is None or end is None or end[0] <= self._start[0]:
+            return
+        wall = end[0] - self._start[0]
+        others = (end[1] - self._start[1]) - (end[2] - self._start[2])
+        self.other_cores = max(others, 0.0) / wall
 
 
 @contextlib.contextmanager

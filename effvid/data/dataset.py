@@ -269,6 +269,17 @@ class _CatchUserErrors(Dataset):
         except EffvidError as err:
             return _UserError(_picklable(err) if get_worker_info() is not None else err)
 
+    def __getitems__(self, indices: list[int]) -> list[Any]:
+        # torch fetches a batch through __getitems__ when the dataset has one (Subset does), which
+        # the forwarding below would otherwise hand to the wrapped dataset, uncaught
+        many = getattr(self.wrapped, "__getitems__", None)
+        if many is None:
+            return [self[index] for index in indices]
+        try:
+            return many(indices)
+        except EffvidError as err:
+            return [_UserError(_picklable(err) if get_worker_info() is not None else err)]
+
     def __getattr__(self, name: str) -> Any:
         if name == "wrapped":  # not set yet (unpickling): never recurse
             raise AttributeError(name)

@@ -20,9 +20,10 @@ Display rotation (a phone video recorded upright is stored sideways with a displ
 says how to turn it): the video backends return frames as displayed, turned by the nearest
 multiple of 90 degrees, and :class:`VideoInfo` gives the displayed width and height. PyAV turns
 each frame by its own display matrix (``VideoFrame.rotation``); the header's rotation, which
-sets ``VideoInfo`` and turns decord's frames, is read from the track header of MP4/MOV files
-(``tkhd`` times ``mvhd`` matrix, as FFmpeg does) and, for other containers, from the first
-decoded frame once per file per process. Mirrored display matrices are turned but not
+sets ``VideoInfo``, is read from the track header of MP4/MOV files (``tkhd`` times ``mvhd``
+matrix, as FFmpeg does) and, for other containers, from the first decoded frame once per file
+per process. decord turns MP4/MOV frames itself (its FFmpeg reads their rotation); effvid turns
+the others by the header's rotation. Mirrored display matrices are turned but not
 mirrored; angles more than 1 degree away from a multiple of 90 are ignored.
 """
 
@@ -315,6 +316,10 @@ class DecordVideoReader(_Reader):
             self.rotation = _header_rotation(path, container, stream)
             width, height = _displayed(context.width, context.height, self.rotation)
             codec = context.name
+            # decord turns frames itself when its FFmpeg (4.1 in decord 0.6) sees the rotation in the
+            # stream's metadata or side data, which it does for MP4/MOV only
+            mov = _EXACT_COUNT_FORMATS.intersection(container.format.name.split(","))
+            self._turns = 0 if mov else self.rotation
         try:
             self._reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=threads)
         except (RuntimeError, decord.DECORDError) as err:
@@ -335,7 +340,12 @@ class DecordVideoReader(_Reader):
             raise VideoError(self.path, f"cannot decode: {_decord_message(err)}") from None
         if frames.shape[0] != len(unique):
             raise VideoError(self.path, f"cannot decode: got {frames.shape[0]} of {len(unique)} frames")
-        return np.rot90(frames, self.rotation, axes=(1, 2)) if self.rotation else frames
+        if self._turns:
+            frames = np.rot90(frames, self._turns, axes=(1, 2))
+        if frames.shape[1:3] != (self.info.height, self.info.width):
+            raise VideoError(self.path, f"decord returned {frames.shape[2]}x{frames.shape[1]} frames, the displayed "
+                                        f"size is {self.info.width}x{self.info.height}")
+        return frames
 
     def close(self) -> None:
         self._reader = None

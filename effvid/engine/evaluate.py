@@ -181,6 +181,8 @@ def evaluate(model_or_checkpoint: nn.Module | str | Path, annotation: str | Path
                 view_index.append(batch["view_index"][valid])
     finally:
         model.train(was_training)
+        # Workers are freed now, not with the traceback of an error (which keeps this frame).
+        loader = None  # noqa: F841
     if unreadable and len(unreadable) == len(annotation.records):
         raise EffvidError(f"{annotation.source or 'the annotation'}: on_error=skip: none of its "
                           f"{len(annotation.records)} videos could be read (first: {unreadable[min(unreadable)]})")

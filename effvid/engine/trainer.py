@@ -90,7 +90,8 @@ class TrainResult:
     epochs_completed: int
     best_metrics: dict[str, Any] = field(default_factory=dict)
     wall_time_s: float = 0.0
-    skipped_files: int = 0
+    skipped_files: int = 0  # distinct unreadable training videos met (``data.on_error: skip``)
+    skipped_attempts: int = 0  # reads that failed and were replaced by another video
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -297,7 +298,7 @@ class _Run:
         self._build()
         done = self._resume()
         self._start_logs(done)
-        skipped_total = 0
+        attempts_total = 0
         last_stem = ckpt.find_last_complete(self.run_dir) if done else None
         stage_index = -1
         wrapped: nn.Module = self.step
@@ -311,7 +312,7 @@ class _Run:
                 seed_everything(self.cfg.seed + _EPOCH_SEED_STRIDE * (epoch + 1), self.dist.rank)
                 self.loader.set_epoch(epoch)
                 losses, skipped = self._train_epoch(wrapped, epoch, last_stem)
-                skipped_total += skipped
+                attempts_total += skipped["attempts"]
                 if self.cfg.precise_bn_batches:
                     self._precise_bn()
                 try:
@@ -336,7 +337,8 @@ class _Run:
                            best_checkpoint=str(best) if best.with_suffix(".json").exists() else None,
                            last_checkpoint=str(last_stem) if last_stem is not None else None,
                            epochs_completed=self.cfg.epochs, best_metrics=self.best_metrics,
-                           wall_time_s=time.time() - start_time, skipped_files=skipped_total)
+                           wall_time_s=time.time() - start_time,
+                           skipped_files=len(self._unreadable()), skipped_attempts=attempts_total)
 
     def _enter_stage(self, index: int) -> nn.Module:
         stage = self.stages[index]
@@ -368,6 +370,7 @@ class _Run:
         sums: dict[str, float] = {}
         count = 0
         skipped = torch.zeros((), dtype=torch.int64)
+        known = self._unreadable()
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
         for step, batch in self._batches():
             clip = to_device(batch["clip"], self.device)
@@ -405,7 +408,16 @@ class _Run:
                 self.writer.add_scalar("train_step/lr", self.last_lr, self.global_step)
         means = {name: float(all_reduce_mean(torch.tensor(total / max(count, 1), dtype=torch.float64)))
                  for name, total in sums.items()}
-        return means, int(all_reduce_sum(skipped))
+        return means, {"files": len(self._unreadable() - known), "attempts": int(all_reduce_sum(skipped))}
+
+    def _unreadable(self) -> set[str]:
+        """The distinct unreadable training videos met so far, on every rank."""
+        files = set(self.train_set.unreadable_files)
+        if self.dist.distributed:
+            gathered: list[Any] = [None] * self.dist.world_size
+            torch.distributed.all_gather_object(gathered, files)
+            files = set().union(*gathered)
+        return files
 
     def _precise_bn(self) -> None:
         update_bn_stats(self.model, (batch for _, batch in self._batches()), self.cfg.precise_bn_batches,
@@ -420,7 +432,7 @@ class _Run:
         result = evaluate(self.model, self.val_ann, views=data.val_views, batch_size=data.val_batch_size or self.cfg.batch_size,
                           num_workers=data.num_workers, backend=data.backend, spec=self.spec,
                           target_fps=data.target_fps, count_cost=False, confusion_png=confusion,
-                          progress=self.progress)
+                          on_error=data.on_error, progress=self.progress)
         metrics = result.to_dict()  # a dynamic model's cost figures stay: they are measured per view
         for key in ("input_shape", "confusion_png", "params", "dynamic"):
             metrics.pop(key)
@@ -438,7 +450,7 @@ class _Run:
                       "run_dir": str(self.run_dir), "config": to_dict(self.cfg)},
         }
 
-    def _finish_epoch(self, epoch: int, stage_index: int, losses: dict[str, float], skipped: int,
+    def _finish_epoch(self, epoch: int, stage_index: int, losses: dict[str, float], skipped: dict[str, int],
                       val: dict[str, Any], seconds: float) -> Path | None:
         done = epoch + 1
         improved = bool(val) and float(val[self.cfg.best_metric]) > self.best_value
@@ -546,13 +558,13 @@ def _trim_metrics(path: Path, epochs_done: int) -> None:
 
 
 def _summary(epoch: int, epochs: int, stage: str, losses: dict[str, float], lr: float, val: dict[str, Any],
-             seconds: float, skipped: int) -> str:
+             seconds: float, skipped: dict[str, int]) -> str:
     parts = [f"epoch {epoch}/{epochs}", f"[{stage}]"]
     parts += [f"{name} {value:.4f}" for name, value in losses.items()]
     parts.append(f"lr {lr:.3g}")
     if val:
         parts.append(f"val top1 {val['video_top1']:.3f} top5 {val['video_top5']:.3f}")
     parts.append(f"{seconds:.1f}s")
-    if skipped:
-        parts.append(f"skipped {skipped}")
+    if skipped["attempts"]:
+        parts.append(f"skipped {skipped['files']} new unreadable file(s), {skipped['attempts']} read(s) replaced")
     return "  ".join(parts)

@@ -132,3 +132,12 @@ def test_distinct_unreadable_files_and_attempts_are_counted_apart(make_index_vid
     assert data.unreadable_files == {str(p) for p in bad}  # seen by the workers, known here
     list(loader(data, workers))  # another epoch finds the same two files
     assert len(data.unreadable_files) == 2
+
+
+def test_a_subset_fetched_by_batch_still_raises_the_original(make_index_video, empty_video):
+    from torch.utils.data import Subset  # torch fetches a Subset's batches through __getitems__
+
+    good = make_index_video("good.mp4", 16)
+    data = VideoDataset(annotation([good, empty_video]), spec=SPEC, train=True, on_error="raise")
+    with pytest.raises(VideoError, match=r"empty file \(0 bytes\)$"):
+        list(loader(Subset(data, [0, 1]), 1))

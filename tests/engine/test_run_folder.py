@@ -104,3 +104,24 @@ def test_mistakes_validation_would_find_stop_before_the_first_step(mistake, synt
                 "best_metric": "best_metric 'top1'"}
     assert expected[mistake] in line
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_skip_counts_distinct_files_and_covers_validation(synth_micro, subset_annotation, write_config, tmp_path):
+    train_list = subset_annotation(8)
+    good = train_list.read_text().splitlines()
+    broken = []
+    for name in ("empty.mp4", "cut.mp4"):
+        path = tmp_path / name
+        path.write_bytes(b"" if name == "empty.mp4" else (synth_micro.root / good[0].split()[0]).read_bytes()[:300])
+        broken.append(f"{path} 0")
+    train_list.write_text("\n".join(good + broken) + "\n")
+    val = tmp_path / "val.txt"
+    first, second = (synth_micro.root / line.split()[0]
+                     for line in synth_micro.annotations["val"].read_text().splitlines()[:2])
+    val.write_text(f"{first} 0\n{second} 1\n{tmp_path / 'cut.mp4'} 1\n")
+    config = write_config(train_list, val, epochs=1, batch_size=2, data={"on_error": "skip"})
+    result = train(load_train_config(config), progress=False)
+    record = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert result.skipped_files == 2 and record["skipped"]["files"] == 2
+    assert record["skipped"]["attempts"] >= 2 and result.skipped_attempts == record["skipped"]["attempts"]
+    assert record["val"]["skipped_videos"] == 1 and record["val"]["num_videos"] == 2
