@@ -11,7 +11,7 @@ variant of :mod:`effvid.models.inference` (eager, channels_last, torch.compile):
 * correctness: the variant's batch-1 logits against eager's (max |diff| relative to max |eager|);
 * the 1-minute load average before and after the run and each model (``load``), and the cores
   other processes kept busy while a model was timed, with a warning when another process
-  competed (a load average above the threads + 0.5, or other processes above a quarter of a
+  competed (a load average above the threads + 0.5, or other processes above a tenth of a
   core): such figures are not quiet-machine figures.
 
 A variant that fails (e.g. torch.compile without a compiler) is recorded with its error, not

@@ -37,3 +37,19 @@ def _one_thread():
 @pytest.fixture(autouse=True)
 def _deterministic_torch() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def opens(monkeypatch) -> list[str]:
+    """The paths the data layer's datasets call ``open_video`` with, in order."""
+    from effvid.data import dataset as dataset_module
+
+    seen: list[str] = []
+    real = dataset_module.open_video
+
+    def counting(path, *args, **kwargs):
+        seen.append(str(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(dataset_module, "open_video", counting)
+    return seen

@@ -16,7 +16,7 @@ the mean time.
 
 The 1-minute load average is recorded before and after, and the cores other processes kept
 busy during the measurement; a load average above the threads + 0.5 (or other processes
-above a quarter of a core) gets a warning: another process competed, and the figures are not
+above a tenth of a core) gets a warning: another process competed, and the figures are not
 quiet-machine figures.
 """
 

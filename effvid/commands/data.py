@@ -47,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--backend: unknown video backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if not args.json:
         info(f"checking {len(annotation.records)} records of {args.annotation} ({annotation.format}) with {backend}")
-    report = check_dataset(annotation, backend=backend, workers=args.workers, frame_template=args.frame_template)
+    report = check_dataset(annotation, backend=backend, workers=args.workers, frame_template=args.frame_template,
+                           progress=None)
     if args.json:
         print_json(report.to_dict())
     else:

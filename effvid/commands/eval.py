@@ -14,7 +14,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="evaluate a checkpoint on an annotated video set",
         description="Evaluate a checkpoint with K clips x C crops per video (softmax averaged per video): clip "
         "and video top-1, video top-5, mean class accuracy, mAP, GMACs per view and per video, parameters, "
-        "clips per second. Without --data it uses the validation annotation recorded in the checkpoint.",
+        "clips per second. Without --data it uses the validation annotation recorded in the checkpoint. Under "
+        "torchrun the videos are sharded over the processes and rank 0 prints the result.",
     )
     parser.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint (.safetensors, .json, stem or run dir)")
     parser.add_argument("--data", metavar="ANNOTATION", help="annotation file or folder to evaluate on")
@@ -26,6 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--workers", type=non_negative_int, default=2,
                         help="DataLoader workers (default 2; 0 loads in this process)")
     parser.add_argument("--confusion", metavar="PNG", help="also write the confusion matrix to this PNG")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present, default), cpu, cuda or cuda:N")
+    parser.add_argument("--amp", choices=("off", "bf16", "fp16"), default=None,
+                        help="mixed precision on CUDA (default bf16 where supported; ignored on the CPU)")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     parser.set_defaults(run=run)
 
@@ -33,6 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from effvid.commands import info, print_json
     from effvid.engine.checkpoint import read_sidecar, resolve_checkpoint
+    from effvid.engine.distributed import init_distributed, teardown
     from effvid.engine.evaluate import evaluate, parse_views
     from effvid.errors import ConfigError
     from effvid.report.tables import markdown_table
@@ -47,10 +52,19 @@ def run(args: argparse.Namespace) -> int:
         if data is None:
             raise ConfigError(f"{stem}.json records no validation annotation; give --data ANNOTATION")
     views = parse_views(args.views) if args.views else tuple((meta.get("transforms") or {}).get("val_views") or (1, 1))
-    result = evaluate(stem, data, root=root, format=args.format, views=views, batch_size=args.batch_size,
-                      num_workers=args.workers, backend=(meta.get("transforms") or {}).get("backend", "pyav"),
-                      target_fps=(meta.get("transforms") or {}).get("target_fps"), confusion_png=args.confusion)
-    row = {"checkpoint": str(stem), "data": str(data), **result.to_dict()}
+    cuda = args.device.startswith("cuda") or args.device == "auto"
+    world = init_distributed("auto" if cuda else "cpu")  # one process, or this rank of a torchrun job
+    try:
+        result = evaluate(stem, data, root=root, format=args.format, views=views, batch_size=args.batch_size,
+                          num_workers=args.workers, backend=(meta.get("transforms") or {}).get("backend", "pyav"),
+                          target_fps=(meta.get("transforms") or {}).get("target_fps"), confusion_png=args.confusion,
+                          device=world.device if world.distributed else args.device, amp=args.amp, progress=None)
+    finally:
+        teardown()
+    if not world.is_main:
+        return 0
+    row = {"checkpoint": str(stem), "data": str(data), **result.to_dict(), "device": str(result.device),
+           "amp": result.amp, "processes": result.world_size}
     if args.json:
         print_json(row)
         return 0

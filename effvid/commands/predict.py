@@ -18,6 +18,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("video", metavar="VIDEO", help="video file")
     parser.add_argument("--topk", type=positive_int, default=5, help="how many classes to list (default 5)")
     parser.add_argument("--views", default="1x1", metavar="KxC", help="clips x crops (default 1x1)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present, default), cpu, cuda or cuda:N")
+    parser.add_argument("--amp", choices=("off", "bf16", "fp16"), default=None,
+                        help="mixed precision on CUDA (default bf16 where supported; ignored on the CPU)")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     parser.set_defaults(run=run)
 
@@ -28,7 +31,8 @@ def run(args: argparse.Namespace) -> int:
     from effvid.engine.evaluate import parse_views
     from effvid.engine.predict import predict
 
-    result = predict(resolve_checkpoint(args.checkpoint), args.video, topk=args.topk, views=parse_views(args.views))
+    result = predict(resolve_checkpoint(args.checkpoint), args.video, topk=args.topk, views=parse_views(args.views),
+                     device=args.device, amp=args.amp)
     if args.json:
         print_json(result)
         return 0

@@ -29,6 +29,17 @@ named with ``format=``:
     ``template`` with the ``[`` ``]`` brackets removed; videos at ``{id}.webm``.
 ``comma``
     ActivityNet / FCVID lists ``path,num_frames,label1[,label2,...]``.
+``folder``
+    a user's own clips as a folder of class folders, ``root/<class>/<video>``: the class names
+    are the sorted names of the subfolders (or ``classes``, or a ``classes.txt`` in the folder,
+    which fix the indices so that train and val folders agree), one record per file with a
+    video extension (:data:`VIDEO_EXTENSIONS`, any case) directly inside a class folder, in
+    sorted order; ``video_id`` is ``<class>/<file>``. Names starting with ``.`` are ignored,
+    and so are files beside the class folders. There are no splits: ``split`` and ``subset``
+    do not apply (give the train and val folders separately). A class folder without videos
+    is an :class:`AnnotationError` naming it; so is, with ``classes`` given, a folder that is
+    not one of them (a class without a folder is allowed: a val set may lack one). ``root``
+    does not apply: the videos are where the folder holds them.
 
 Rules shared by every format:
 
@@ -50,7 +61,9 @@ video extension followed by numbers is ``mmaction`` (several numbers: several la
 one number (or ``l1,l2``) is ``mmaction``; a path without a video extension followed by two or
 more numbers is ``rawframes`` when the path is a folder under ``root``, and otherwise ambiguous
 (``name 300 0``: the frame folder ``name`` of 300 frames with label 0, or the video ``name`` with
-labels 300 and 0?): an :class:`AnnotationError` asks for ``format=`` (``data.format``).
+labels 300 and 0?): an :class:`AnnotationError` asks for ``format=`` (``data.format``). A folder
+is ``ucf101`` (``classInd.txt``), ``hmdb51`` (``<class>_test_splitN.txt``), ``sthv2``
+(``labels.json``), or else ``folder`` when one of its subfolders holds a video file.
 """
 
 from __future__ import annotations
@@ -65,7 +78,7 @@ from pathlib import Path
 
 from effvid.errors import EffvidError
 
-FORMATS: tuple[str, ...] = ("mmaction", "rawframes", "kinetics", "ucf101", "hmdb51", "sthv2", "comma")
+FORMATS: tuple[str, ...] = ("mmaction", "rawframes", "kinetics", "ucf101", "hmdb51", "sthv2", "comma", "folder")
 UNLABELLED = -1
 """The label of a record whose annotation has no label (Kinetics test CSV, SSv2 test JSON)."""
 
@@ -140,7 +153,8 @@ def load_annotations(
     ``split`` and ``subset`` (``"train"`` or ``"test"``) pick the list for a UCF101 folder (a
     ``trainlist``/``testlist`` file given directly is read as is), for HMDB51 (a split file
     stands for its folder) and for an SSv2 folder (test = ``validation.json``).
-    ``path_template`` places Kinetics and SSv2 videos.
+    ``path_template`` places Kinetics and SSv2 videos. A ``folder`` annotation (a folder of
+    class folders) ignores ``split``, ``subset`` and ``root`` (module docstring).
     Raises :class:`AnnotationError` naming the file (and line) for anything it cannot use.
     """
     source = Path(path)
@@ -153,6 +167,9 @@ def load_annotations(
         format = _detect_format(source, base)
     elif format not in FORMATS:
         raise AnnotationError(f"{source}: unknown annotation format {format!r}; known: {', '.join(FORMATS)}")
+    if format == "folder":
+        entries, names = _parse_class_folders(source, _class_names_file(classes, source if source.is_dir() else None))
+        return _build(entries, names, format, source, source)
     if isinstance(split, bool) or not isinstance(split, int) or split < 1:
         raise AnnotationError(f"{source}: split must be a positive integer, got {split!r}")
     if subset not in ("train", "test"):
@@ -226,8 +243,14 @@ def _detect_format(path: Path, base: Path) -> str:
             return "hmdb51"
         if _sthv2_file(path, ("labels.json",)) is not None:
             return "sthv2"
+        if any(_video_files(sub) for sub in _class_folders(path)):
+            return "folder"
+        nested = [sub.name for sub in _class_folders(path) if any(_video_files(s) for s in _class_folders(sub))]
+        hint = (f"; its subfolders {', '.join(nested)} hold class folders of videos: give one of them"
+                if nested else "")
         raise AnnotationError(f"{path}: cannot tell the annotation format of this folder (expected classInd.txt, "
-                              "<class>_test_splitN.txt files or labels.json); name it with format=")
+                              "<class>_test_splitN.txt files, labels.json, or class folders of videos); name it "
+                              f"with format={hint}")
     if path.suffix.lower() == ".json":
         return "sthv2"
     if path.name.lower() == "classind.txt" or _UCF_LIST.fullmatch(path.name):
@@ -469,6 +492,51 @@ def _parse_hmdb51(folder: Path, split: int, subset: str, names: tuple[str, ...] 
                 video = f"{class_name}/{fields[0]}"
                 label = _lookup(class_name, indices, where, text)
                 entries.append(_Entry(path=video, labels=(label,), video_id=video, where=where))
+    return entries, names
+
+
+# ---------------------------------------------------------------- a folder of class folders
+
+
+def _class_folders(path: Path) -> list[Path]:
+    """The subfolders of ``path`` (hidden ones left out), sorted by name."""
+    try:
+        return sorted((p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name)
+    except OSError as exc:
+        raise AnnotationError(f"{path}: cannot list the folder: {exc.strerror or exc}") from exc
+
+
+def _video_files(folder: Path) -> list[Path]:
+    """The files of ``folder`` with a video extension (hidden ones left out), sorted by name."""
+    try:
+        return sorted((p for p in folder.iterdir() if p.suffix.lower() in VIDEO_EXTENSIONS
+                       and not p.name.startswith(".") and p.is_file()), key=lambda p: p.name)
+    except OSError as exc:
+        raise AnnotationError(f"{folder}: cannot list the folder: {exc.strerror or exc}") from exc
+
+
+def _parse_class_folders(source: Path, names: tuple[str, ...] | None) -> tuple[list[_Entry], tuple[str, ...]]:
+    if not source.is_dir():
+        raise AnnotationError(f"{source}: is a file; a folder annotation is a folder of class folders "
+                              "(root/<class>/<video>)")
+    folders = _class_folders(source)
+    if not folders:
+        raise AnnotationError(f"{source}: no class folders in this folder (expected root/<class>/<video>)")
+    if names is None:
+        names = tuple(folder.name for folder in folders)
+    indices = _name_indices(names, "classes")
+    entries = []
+    for folder in folders:
+        if folder.name not in indices:
+            raise AnnotationError(f"{folder}: class folder {folder.name!r} is not one of the {len(names)} "
+                                  "class names given (classes)")
+        videos = _video_files(folder)
+        if not videos:
+            raise AnnotationError(f"{folder}: class folder {folder.name!r} holds no video files "
+                                  "(.mp4, .avi, .mkv, .webm, ...: VIDEO_EXTENSIONS); add videos or remove it")
+        for video in videos:
+            relative = f"{folder.name}/{video.name}"
+            entries.append(_Entry(path=relative, labels=(indices[folder.name],), video_id=relative, where=str(video)))
     return entries, names
 
 

@@ -2,16 +2,20 @@
 
 Every video of an annotation is opened and its first and last frames are decoded, so missing,
 empty, truncated, corrupt and undecodable files are all found; readable videos feed summaries of
-frame count, frame rate, duration and size.
+frame count, frame rate, duration and size. A tqdm bar counts the videos checked when asked
+(``progress``; None: when stderr is a terminal).
 """
 
 from __future__ import annotations
 
 import os
 import statistics
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from tqdm import tqdm
 
 from effvid.data.annotations import Annotation
 from effvid.data.decode import VideoInfo, open_video
@@ -61,10 +65,12 @@ def check_dataset(
     backend: str = "pyav",
     workers: int | None = None,
     frame_template: str = "img_{:05d}.jpg",
+    progress: bool | None = False,
 ) -> CheckReport:
     """Check every distinct video path of ``annotation`` with ``workers`` threads (default: CPU count).
 
-    Decoders release the GIL while they work, so threads scan files in parallel.
+    Decoders release the GIL while they work, so threads scan files in parallel. ``progress``
+    shows a tqdm bar on stderr (None: only when stderr is a terminal).
     """
     if workers is None:
         workers = os.cpu_count() or 1
@@ -81,8 +87,14 @@ def check_dataset(
         except VideoError as err:
             return err
 
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = list(pool.map(check, records.items()))
+    show = sys.stderr.isatty() if progress is None else bool(progress)
+    with ThreadPoolExecutor(max_workers=workers) as pool, \
+            tqdm(total=len(records), desc="check", unit="video", leave=False, dynamic_ncols=True,
+                 disable=not show) as bar:
+        results = []
+        for result in pool.map(check, records.items()):
+            results.append(result)
+            bar.update(1)
     infos = [result for result in results if isinstance(result, VideoInfo)]
     problems = [{"path": err.path, "reason": err.reason} for err in results if isinstance(err, VideoError)]
     return CheckReport(

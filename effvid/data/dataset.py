@@ -17,7 +17,28 @@ An item is a dict ``{"clip", "label", "video_index", "view_index", "skipped", "f
 
 Training yields one random clip per video. Testing enumerates ``num_clips x num_crops`` views
 per video: item ``i`` is view ``i % (K * C)`` of video ``i // (K * C)``, and view ``v`` is clip
-``v // C`` (temporal) with crop ``v % C`` (spatial).
+``v // C`` (temporal) with crop ``v % C`` (spatial). Each such item opens and decodes its video
+anew. :meth:`VideoDataset.video_item` (and :meth:`VideoDataset.by_video`, the dataset of whole
+videos that evaluation loads) gives every view of one video at once from one open reader: each
+temporal clip decoded once (clips that overlap or nearly touch in one decoding pass), its
+``C`` crops cut from the same resized frames. The views are bit for bit those of the per-view
+items (decoding forward from a keyframe gives the same frames whichever keyframe it starts from;
+tests check it on H.264).
+
+Memory cache (``cache="memory"``, for small datasets): the decoded uint8 frames of each video are
+kept after their first read, so later epochs decode nothing. Training keeps every frame of a
+video (the sampled frames change per epoch); testing keeps the frames its views need. The cache
+is bounded by ``cache_bytes_max`` (default half the memory available at construction): the
+construction probes a few videos, estimates the whole (frames x height x width x 3 bytes per
+video) and refuses with an :class:`~effvid.errors.EffvidError` naming the bound when it would
+not fit, and filling refuses the same way if the estimate was short. Each process has its own
+cache. DataLoader workers: :func:`build_loader` with ``num_workers > 0`` fills the cache in
+the calling process first (:meth:`VideoDataset.fill_cache`, decoding threads in parallel), so
+workers started by ``fork`` (the Linux default) read that one copy, shared copy-on-write,
+never written again; under the ``spawn``/``forkserver`` start methods each worker receives its
+own copy of the filled cache (memory times the workers). Under DDP each rank caches every video
+(the shards change per epoch). A video whose header frame count cannot all be decoded is not
+cached and is read as without a cache; an unreadable one is tried again whenever an item needs it.
 
 Randomness: each item draws from generators seeded by ``(seed, epoch, index)`` only, so an item
 is the same whatever the worker count, the worker that loads it, or the rank. The epoch lives in
@@ -48,9 +69,13 @@ traceback. Other exceptions (bugs) keep torch's behaviour.
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 import random
-from collections.abc import Iterator, Mapping
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from importlib.util import find_spec
 from typing import Any, Literal
 
@@ -60,16 +85,28 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, default_collate, get_worker_info
 
 from effvid.data.annotations import Annotation, VideoRecord
-from effvid.data.decode import BACKENDS, open_video
+from effvid.data.decode import BACKENDS, VideoInfo, open_video
 from effvid.data.sampling import ClipSampler
-from effvid.data.transforms import test_transform, train_transform
+from effvid.data.transforms import (
+    as_clip_tensor,
+    crop,
+    normalize,
+    resize_short_side,
+    test_transform,
+    three_crop_offsets,
+    train_transform,
+)
 from effvid.errors import ConfigError, EffvidError, VideoError
 from effvid.spec import ArchSpec
 
 log = logging.getLogger(__name__)
 
 MAX_SUBSTITUTES = 16  # videos tried for one item (the asked one included) under on_error="skip"
+CACHE_PROBES = 8
+"""Videos probed (header only, spread over the annotation) to estimate the memory cache's size."""
+CACHES: tuple[str, ...] = ("none", "memory")
 _warned: set[str] = set()  # bad files already logged by this process
+_cache_lock = threading.Lock()  # the cache's byte count, across fill_cache's threads
 
 
 class VideoDataset(Dataset):
@@ -81,7 +118,9 @@ class VideoDataset(Dataset):
     ``num_crops`` (1 or 3) set the test views and are ignored in training. ``reader_options``
     are passed to :func:`effvid.data.decode.open_video` (``threads``, ``frame_template``).
     An unknown ``backend`` (or ``"decord"`` without the decord package) is a :class:`ConfigError`
-    here, not at the first batch.
+    here, not at the first batch. ``cache="memory"`` keeps decoded frames in memory, at most
+    ``cache_bytes_max`` bytes (module docstring); a cache that would not fit is an
+    :class:`EffvidError` here.
     """
 
     def __init__(
@@ -99,9 +138,16 @@ class VideoDataset(Dataset):
         seed: int = 0,
         multiscale: bool | None = None,
         reader_options: Mapping[str, Any] | None = None,
+        cache: Literal["none", "memory"] = "none",
+        cache_bytes_max: int | None = None,
     ) -> None:
         if on_error not in ("raise", "skip"):
             raise ConfigError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        if cache not in CACHES:
+            raise ConfigError(f"data.cache must be one of {', '.join(CACHES)}, got {cache!r}")
+        if cache_bytes_max is not None and (isinstance(cache_bytes_max, bool) or not isinstance(cache_bytes_max, int)
+                                            or cache_bytes_max < 1):
+            raise ConfigError(f"data.cache_bytes_max must be a positive number of bytes, got {cache_bytes_max!r}")
         check_backend(backend)
         if not annotation.records:
             raise ConfigError(f"{annotation.source or 'the annotation'}: the annotation has no videos")
@@ -132,6 +178,14 @@ class VideoDataset(Dataset):
                                   f"0..{spec.num_classes - 1} (ArchSpec.num_classes={spec.num_classes})")
         self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
         self._unreadable: set[str] = set()
+        self.cache = cache
+        self.cache_bytes_max = (cache_bytes_max if cache_bytes_max is not None else _default_cache_bound()
+                                ) if cache == "memory" else None
+        self._cache: dict[int, _Frames] = {}
+        self._cache_bytes = 0
+        self._uncacheable: set[int] = set()  # their header's frames cannot all be decoded
+        if cache == "memory":
+            self._check_cache_estimate()
 
     @property
     def views_per_video(self) -> int:
@@ -215,20 +269,268 @@ class VideoDataset(Dataset):
 
     def _load(self, video: int, view: int, seeds: np.random.SeedSequence) -> torch.Tensor:
         """Decode and transform view ``view`` of video ``video``; VideoError when it cannot be read."""
-        record = self.records[video]
         rng = np.random.default_rng(seeds)
         generator = torch.Generator().manual_seed(int(rng.integers(2**63 - 1)))
         clip_index, crop_index = divmod(view, self.num_crops)
-        with open_video(record.path, self.backend, num_frames=record.num_frames, **self.reader_options) as reader:
-            info = reader.info
-            if info.num_frames < 1:
-                raise VideoError(record.path, "the video has no frames")
+        with self._source(video) as source:
+            info = source.info
             if self.train:
                 indices = self.sampler.train(info.num_frames, info.fps, rng)
             else:
                 indices = self.sampler.test(info.num_frames, info.fps, self.num_clips)[clip_index]
-            frames = reader.get_frames(indices)
+            frames = source.get_frames(indices)
         return self.transform(frames, generator, crop_index)
+
+    # ------------------------------------------------------------------ whole test videos
+
+    def video_item(self, video: int) -> dict[str, Any]:
+        """Every test view of video ``video`` from one open reader (module docstring).
+
+        The item holds ``clip`` ``(K * C, C, T, H, W)`` (view ``v`` = row ``v``), ``view_index``
+        ``(K * C,)``, and the keys of a per-view item for the whole video (``label``,
+        ``video_index``, ``skipped``, ``failed_videos``, ``valid``, ``error``). Under
+        ``on_error="skip"`` an unreadable video is an invalid item of zero clips.
+        """
+        if self.train:
+            raise ValueError("video_item enumerates test views; this dataset is a training set")
+        if not 0 <= video < len(self.records):
+            raise IndexError(f"video {video} outside a dataset of {len(self.records)} videos")
+        try:
+            clips = self._load_views(video)
+        except VideoError as err:
+            if self.on_error == "raise":
+                raise
+            self._unreadable.add(self.records[video].path)
+            placeholder = self._placeholder()
+            clips = placeholder.expand(self.views_per_video, *placeholder.shape).contiguous()
+            return self._video_item(clips, video, [video], error=str(err))
+        return self._video_item(clips, video, [])
+
+    def by_video(self, videos: Sequence[int] | None = None) -> VideoViews:
+        """The dataset of whole test videos ``videos`` (default: all): item ``i`` is
+        :meth:`video_item` of video ``videos[i]``."""
+        return VideoViews(self, videos)
+
+    def _video_item(self, clips: torch.Tensor, video: int, failed: list[int], error: str = "") -> dict[str, Any]:
+        item = self._item(clips, video, 0, failed, error)
+        item["view_index"] = torch.arange(self.views_per_video, dtype=torch.int64)
+        return item
+
+    def _load_views(self, video: int) -> torch.Tensor:
+        """The ``(K * C, C, T, H, W)`` test views of ``video``; VideoError when it cannot be read."""
+        with self._source(video) as source:
+            info = source.info
+            clips = self.sampler.test(info.num_frames, info.fps, self.num_clips)
+            frames = [None] * len(clips)
+            for group in _decode_groups(clips):
+                # one read for clips that overlap or nearly touch, cut back into clips
+                wanted = np.unique(np.concatenate([clips[k] for k in group]))
+                decoded = source.get_frames(wanted)
+                for k in group:
+                    frames[k] = decoded[np.searchsorted(wanted, clips[k])]
+        return torch.stack([view for clip in frames for view in self._test_views(clip)])
+
+    def _test_views(self, frames: np.ndarray) -> list[torch.Tensor]:
+        """The ``C`` test crops of one clip's frames, resized once: :class:`TestTransform`'s
+        geometry, crop by crop (a test checks they are the transform's own)."""
+        spec = self.spec
+        clip = resize_short_side(as_clip_tensor(frames), spec.test_short_side)
+        size = spec.crop_size
+        height, width = clip.shape[-2:]
+        if self.num_crops == 1:
+            offsets = [((height - size) // 2, (width - size) // 2)]
+        else:
+            offsets = three_crop_offsets(height, width, size)
+        return [normalize(crop(clip, top, left, size, size), spec.mean, spec.std) for top, left in offsets]
+
+    # ------------------------------------------------------------------ frames: cache or reader
+
+    @contextmanager
+    def _source(self, video: int) -> Iterator[Any]:
+        """What frames of ``video`` are read from: its cached frames, or an open reader (filling
+        the cache first when there is one). Its ``info`` has at least one frame."""
+        cached = self._cache.get(video)
+        if cached is not None:
+            yield cached
+            return
+        record = self.records[video]
+        with open_video(record.path, self.backend, num_frames=record.num_frames, **self.reader_options) as reader:
+            if reader.info.num_frames < 1:
+                raise VideoError(record.path, "the video has no frames")
+            if self.cache == "memory" and video not in self._uncacheable:
+                cached = self._fill(video, reader)
+            yield cached if cached is not None else reader
+
+    def _fill(self, video: int, reader: Any) -> _Frames | None:
+        """Decode what the cache keeps of ``video`` (module docstring) and keep it; None when the
+        header's frames cannot all be decoded (the video is then read without the cache)."""
+        info = reader.info
+        if self.train:
+            indices = None
+            count = info.num_frames
+        else:
+            indices = np.unique(np.concatenate(self.sampler.test(info.num_frames, info.fps, self.num_clips)))
+            count = len(indices)
+        nbytes = count * info.height * info.width * 3
+        with _cache_lock:
+            if video in self._cache:
+                return self._cache[video]
+            if self._cache_bytes + nbytes > self.cache_bytes_max:
+                raise EffvidError(
+                    f"data.cache=memory: {self.records[video].path} would take the cache past cache_bytes_max="
+                    f"{self.cache_bytes_max} ({_gib(self.cache_bytes_max)}; {len(self._cache)} videos, "
+                    f"{_gib(self._cache_bytes)} cached); raise data.cache_bytes_max or set data.cache: none")
+            self._cache_bytes += nbytes  # reserved before decoding, so parallel fills respect the bound
+        try:
+            frames = reader.get_frames(np.arange(info.num_frames) if indices is None else indices)
+        except VideoError:
+            with _cache_lock:
+                self._cache_bytes -= nbytes
+                self._uncacheable.add(video)
+            return None
+        except BaseException:
+            with _cache_lock:
+                self._cache_bytes -= nbytes
+            raise
+        entry = _Frames(info, frames, indices)
+        with _cache_lock:
+            self._cache[video] = entry
+        return entry
+
+    def fill_cache(self, threads: int | None = None) -> None:
+        """Decode every video not cached yet into the memory cache now, ``threads`` at a time
+        (default: the CPU count); a no-op without ``cache="memory"``.
+
+        :func:`build_loader` calls it before starting workers. An unreadable video raises its
+        VideoError under ``on_error="raise"``; under ``"skip"`` it is left for the items to report.
+        """
+        if self.cache != "memory":
+            return
+        missing = [v for v in range(len(self.records)) if v not in self._cache and v not in self._uncacheable]
+        if not missing:
+            return
+        threads = max(1, min(len(missing), threads or os.cpu_count() or 1))
+        log.info("data.cache=memory: decoding %d videos into memory (%d threads)", len(missing), threads)
+
+        def fill(video: int) -> None:
+            try:
+                with self._source(video):
+                    pass
+            except VideoError:
+                if self.on_error == "raise":
+                    raise
+
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            for _ in pool.map(fill, missing):
+                pass
+
+    @property
+    def cache_bytes(self) -> int:
+        """Bytes of decoded frames held by this process's memory cache."""
+        return self._cache_bytes
+
+    def _check_cache_estimate(self) -> None:
+        """Refuse a memory cache that the probed videos say would exceed ``cache_bytes_max``."""
+        count = len(self.records)
+        probes = min(CACHE_PROBES, count)
+        picks = sorted({round(i * (count - 1) / max(1, probes - 1)) for i in range(probes)})
+        sizes = []
+        for video in picks:
+            record = self.records[video]
+            try:
+                with open_video(record.path, self.backend, num_frames=record.num_frames, **self.reader_options) as reader:
+                    info = reader.info
+            except VideoError:
+                continue  # reported when its items are read
+            frames = info.num_frames if self.train else min(info.num_frames, self.num_clips * self.spec.num_frames)
+            sizes.append(frames * info.height * info.width * 3)
+        if not sizes:
+            return
+        estimate = sum(sizes) / len(sizes) * count
+        if estimate > self.cache_bytes_max:
+            raise EffvidError(
+                f"data.cache=memory: the {count} videos of {self.source or 'the annotation'} need about "
+                f"{_gib(estimate)} of decoded frames (estimated from {len(sizes)} probed), more than "
+                f"cache_bytes_max={self.cache_bytes_max} ({_gib(self.cache_bytes_max)}); "
+                "raise data.cache_bytes_max or set data.cache: none")
+
+
+class _Frames:
+    """Decoded uint8 frames of one video held in memory: all of them, or those at sorted ``indices``;
+    read like a :class:`~effvid.data.decode.VideoReader`."""
+
+    __slots__ = ("info", "frames", "indices")
+
+    def __init__(self, info: VideoInfo, frames: np.ndarray, indices: np.ndarray | None) -> None:
+        self.info, self.frames, self.indices = info, frames, indices
+
+    def get_frames(self, wanted: Sequence[int] | np.ndarray) -> np.ndarray:
+        wanted = np.asarray(wanted, dtype=np.int64).reshape(-1)
+        if self.indices is None:
+            return self.frames[wanted]
+        position = np.searchsorted(self.indices, wanted).clip(0, len(self.indices) - 1)
+        if not np.array_equal(self.indices[position], wanted):
+            raise KeyError(f"{self.info.path}: frames {sorted(set(wanted.tolist()) - set(self.indices.tolist()))} "
+                           "are not in the cache")
+        return self.frames[position]
+
+
+class VideoViews(Dataset):
+    """Whole test videos of a :class:`VideoDataset`: item ``i`` is ``dataset.video_item(videos[i])``
+    (every view of the video, ``clip`` ``(K * C, C, T, H, W)``)."""
+
+    def __init__(self, dataset: VideoDataset, videos: Sequence[int] | None = None) -> None:
+        self.dataset = dataset
+        self.videos = list(range(len(dataset.records))) if videos is None else [int(v) for v in videos]
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.dataset.video_item(self.videos[index])
+
+    def note_failed(self, failed_videos: torch.Tensor) -> None:
+        self.dataset.note_failed(failed_videos)
+
+    def fill_cache(self, threads: int | None = None) -> None:
+        self.dataset.fill_cache(threads)
+
+
+def _decode_groups(clips: list[np.ndarray]) -> list[list[int]]:
+    """The clips (by position) read together: in order of their first frame, a clip joins the
+    previous group when it starts at most one clip span after the group's last frame (decoding
+    those few frames costs less than a seek back to a keyframe)."""
+    order = sorted(range(len(clips)), key=lambda k: (int(clips[k].min()), k))
+    groups: list[list[int]] = []
+    last = None
+    for k in order:
+        first, span = int(clips[k].min()), int(clips[k].max() - clips[k].min()) + 1
+        if groups and first <= last + span:
+            groups[-1].append(k)
+            last = max(last, int(clips[k].max()))
+        else:
+            groups.append([k])
+            last = int(clips[k].max())
+    return groups
+
+
+def _gib(nbytes: float) -> str:
+    return f"{nbytes / 2**30:.2f} GiB"
+
+
+def _default_cache_bound() -> int:
+    """Half the memory available now (Linux ``MemAvailable``), else half the physical memory."""
+    try:
+        with open("/proc/meminfo") as file:
+            for line in file:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024 // 2
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    except (AttributeError, ValueError, OSError):
+        return 4 * 2**30
 
 
 def check_backend(backend: object) -> None:
@@ -362,8 +664,12 @@ def build_loader(
     on ``(seed, epoch)``. Workers are seeded from ``seed`` and the rank, and persist across
     epochs when ``num_workers > 0``. An :class:`EffvidError` raised while loading an item is
     raised by the iteration as itself, with 0 workers or many; ``loader.dataset`` forwards every
-    attribute to ``dataset``.
+    attribute to ``dataset``. A dataset with a memory cache (``fill_cache``) is filled here
+    first when ``num_workers > 0``, so the workers share this process's copy (module docstring).
     """
+    fill = getattr(dataset, "fill_cache", None)
+    if num_workers > 0 and callable(fill):
+        fill(threads=num_workers)
     if distributed is None:
         distributed = dist.is_available() and dist.is_initialized()
     if distributed:

@@ -2,6 +2,21 @@
 
 Each video is seen as ``K`` temporal clips x ``C`` spatial crops; the views' softmax
 probabilities are averaged per video (:mod:`effvid.engine.metrics` defines every metric).
+A video is opened once for all its views: each temporal clip is decoded once and its ``C``
+crops are cut from the same frames (:meth:`~effvid.data.dataset.VideoDataset.video_item`); the
+views are regrouped into forward passes of ``batch_size`` views.
+
+Devices: a module keeps its own device unless ``device`` names one; a checkpoint is loaded onto
+``device`` (``"auto"``: CUDA when available). On CUDA the forward passes run under autocast,
+bf16 unless ``amp`` says otherwise; on the CPU in float32.
+
+Distributed (under an initialised process group, every rank calling :func:`evaluate`): the
+videos are dealt round robin over the ranks (video ``i`` to rank ``i % world``), each rank
+evaluates its videos whole (all views), and the per-view logits, targets, indices, costs and
+unreadable videos are gathered to every rank (``all_gather_object``), sorted by video and view
+as one process would have them, so every rank computes the same metrics as a single process
+would; ``clips_per_second`` is the sum of the ranks' rates, and only rank 0 writes the confusion
+matrix (and shows a progress bar).
 
 Cost, in GMACs at the spec's input shape, for every model the same way: per view the mean,
 min and max over the views evaluated (``gmacs_per_view``, ``_min``, ``_max``), per video the
@@ -11,7 +26,7 @@ its static count (:func:`effvid.cost.static.count_cost`), so the four agree; a d
 network reports each view's cost from its decisions (:class:`~effvid.models.base.ModelOutput`)
 and its dense cost through ``dense_gmacs()``. ``clips_per_second`` is views divided by the
 time spent in the model's forward passes (decoding excluded), measured on the device the
-model sits on.
+model runs on (summed over ranks when distributed).
 
 Unreadable videos: with ``on_error="raise"`` the first one stops the evaluation with its
 :class:`~effvid.errors.VideoError` (one line: file and reason). With ``on_error="skip"`` each
@@ -25,12 +40,15 @@ annotation record ``video_indices[i]``. If no video can be read, an
 from __future__ import annotations
 
 import logging
+import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from effvid.cost.static import count_cost as count_static
@@ -70,6 +88,9 @@ class EvalResult:
     video_targets: torch.Tensor | None = field(default=None, repr=False)
     skipped_videos: int = 0  # unreadable videos left out under on_error="skip"
     video_indices: torch.Tensor | None = field(default=None, repr=False)  # annotation record of each row
+    device: str = "cpu"  # where the forward passes ran
+    amp: str = "off"  # the autocast dtype: "off", "bf16" or "fp16"
+    world_size: int = 1  # processes the videos were sharded over
 
     def to_dict(self) -> dict[str, Any]:
         """The metrics as a JSON-ready dict (without the per-video probabilities); ``cost``'s
@@ -122,7 +143,6 @@ def resolve_model(model_or_checkpoint: nn.Module | str | Path, device: str | tor
     """``(model, sidecar)``: a checkpoint is loaded (eval mode) with its sidecar; a module is used as is."""
     if isinstance(model_or_checkpoint, nn.Module):
         return model_or_checkpoint, {}
-
     return load_model(model_or_checkpoint, map_location=device), read_sidecar(model_or_checkpoint)
 
 
@@ -130,65 +150,85 @@ def evaluate(model_or_checkpoint: nn.Module | str | Path, annotation: str | Path
              root: str | Path | None = None, format: str = "auto", views: tuple[int, int] = (1, 1),
              batch_size: int = 8, num_workers: int = 2, backend: str = "pyav", spec: ArchSpec | None = None,
              target_fps: float | None = None, confusion_png: str | Path | None = None,
-             count_cost: bool = True, progress: bool = False,
-             on_error: Literal["raise", "skip"] = "raise") -> EvalResult:
+             count_cost: bool = True, progress: bool | None = False,
+             on_error: Literal["raise", "skip"] = "raise", device: str | torch.device = "auto",
+             amp: Literal["off", "bf16", "fp16"] | None = None, distributed: bool | None = None) -> EvalResult:
     """Evaluate a model (or an effvid checkpoint) on every video of ``annotation`` with ``views``.
 
-    ``spec`` (default: the model's) sets the input geometry. The model's train/eval mode is
-    restored afterwards. A label outside the model's classes is a :class:`ConfigError`.
-    ``on_error`` says what an unreadable video does (module docstring).
-    """
+    ``spec`` (default: the model's) sets the input geometry. The model's train/eval mode (and
+    device) are restored afterwards. A label outside the model's classes is a :class:`ConfigError`.
+    ``on_error`` says what an unreadable video does (module docstring). ``batch_size`` is views
+    per forward pass; each loaded item is a whole video (all its views, decoded once).
+    ``progress``: a tqdm bar (on rank 0); None shows it when stderr is a terminal.
 
-    model, meta = resolve_model(model_or_checkpoint)
+    ``device``: ``"auto"`` keeps a module on its own device and loads a checkpoint onto CUDA
+    when available, else the CPU; ``"cpu"``, ``"cuda"``, ``"cuda:N"`` move a module there for
+    the evaluation. ``amp``: autocast dtype on CUDA, None = ``"bf16"`` there (where the GPU has
+    bf16) and off on the CPU, where asking for it evaluates in float32 with a log line.
+    ``distributed``: shard the videos over the ranks of the process group (None: when one with
+    more than one process is initialised); every rank must call this, and every rank gets the
+    same metrics (module docstring).
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size must be a positive number of views, got {batch_size!r}")
+    world, rank = _world(distributed)
+    dev = resolve_device(device, model_or_checkpoint if isinstance(model_or_checkpoint, nn.Module) else None)
+    model, meta = resolve_model(model_or_checkpoint, device=dev)
+    if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+        model = model.module  # its forward would synchronise ranks that run different numbers of batches
     spec = spec or getattr(model, "spec", None)
     if spec is None:
         raise ConfigError("evaluate: the model has no ArchSpec ('spec'); pass spec=")
+    amp_dtype = resolve_amp(amp, dev)
     if not isinstance(annotation, Annotation):
         annotation = load_annotations(annotation, root=root, format=format, subset="test")
     clips, crops = views
     dataset = VideoDataset(annotation, spec=spec, train=False, backend=backend, num_clips=clips, num_crops=crops,
                            target_fps=target_fps, on_error=on_error)
-    loader = build_loader(dataset, batch_size=batch_size, num_workers=num_workers, shuffle=False, seed=0,
-                          drop_last=False, distributed=False)
-    device = next(model.parameters()).device
-    logits, targets, video_index, view_index, costs = [], [], [], [], []
-    unreadable: dict[int, str] = {}  # video -> the error of its first unreadable view
-    forward_s = 0.0
+    per_video = dataset.views_per_video
+    videos = dataset.by_video(range(rank, len(annotation.records), world))  # whole videos, round robin
+    loader = build_loader(videos, batch_size=max(1, batch_size // per_video), num_workers=num_workers,
+                          shuffle=False, seed=0, drop_last=False, distributed=False)
+    show = rank == 0 and (sys.stderr.isatty() if progress is None else bool(progress))
+    local = _Collected()
+    params = list(model.parameters())
+    home = params[0].device if params else dev
     was_training = model.training
     model.eval()
+    if home != dev:
+        model.to(dev)
     try:
-        with torch.no_grad():
-            for batch in _progress(loader, progress):
+        with torch.no_grad(), _progress(len(videos), show) as bar:
+            batcher = _ViewBatcher(batch_size)
+            for batch in loader:
                 valid = batch["valid"]
                 for video, error in zip(batch["video_index"][~valid].tolist(),
                                         (e for e, ok in zip(batch["error"], valid.tolist()) if not ok)):
-                    if video not in unreadable:
-                        unreadable[video] = error
+                    if video not in local.unreadable:
+                        local.unreadable[video] = error
                         log.warning("evaluation skips unreadable video %s", error)
-                if not bool(valid.any()):
-                    continue
-                clip = to_device(batch["clip"][valid], device)
-                start = time.perf_counter()
-                out = model_output(model, clip)
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                forward_s += time.perf_counter() - start
-                logits.append(out.logits.float().cpu())
-                if out.cost is not None:
-                    costs.append(out.cost.double().cpu())
-                targets.append(batch["label"][valid])
-                video_index.append(batch["video_index"][valid])
-                view_index.append(batch["view_index"][valid])
+                if bool(valid.any()):
+                    clip = batch["clip"][valid]  # (B, K * C, C, T, H, W)
+                    batcher.add(clip.flatten(0, 1), batch["label"][valid].repeat_interleave(per_video, dim=0),
+                                batch["video_index"][valid].repeat_interleave(per_video),
+                                batch["view_index"][valid].reshape(-1))
+                for views_batch in batcher.full():
+                    local.forward(model, views_batch, dev, amp_dtype)
+                bar.update(len(valid))
+            for views_batch in batcher.rest():
+                local.forward(model, views_batch, dev, amp_dtype)
     finally:
+        if home != dev:
+            model.to(home)
         model.train(was_training)
         # Workers are freed now, not with the traceback of an error (which keeps this frame).
         loader = None  # noqa: F841
+    gathered = local.gather(world)
+    unreadable = gathered.unreadable
     if unreadable and len(unreadable) == len(annotation.records):
         raise EffvidError(f"{annotation.source or 'the annotation'}: on_error=skip: none of its "
                           f"{len(annotation.records)} videos could be read (first: {unreadable[min(unreadable)]})")
-    all_logits, all_targets = torch.cat(logits), torch.cat(targets)
-    views_run = len(all_logits)
-    all_videos, all_views = torch.cat(video_index), torch.cat(view_index)
+    all_logits, all_targets, all_videos, all_views, all_costs = gathered.tensors(per_video)
     # A video with any unreadable view is left out whole; the rest are renumbered 0..n-1 in order.
     kept = ~torch.isin(all_videos, torch.tensor(sorted(unreadable), dtype=all_videos.dtype))
     video_indices, rows = torch.unique(all_videos[kept], sorted=True, return_inverse=True)
@@ -199,15 +239,16 @@ def evaluate(model_or_checkpoint: nn.Module | str | Path, annotation: str | Path
     if confusion_png is not None:
         if annotation.multilabel:
             raise ConfigError("a confusion matrix needs single-label data")
-        matrix = confusion_matrix(metrics["video_probs"], metrics["video_targets"])
-        names = annotation.class_names if len(annotation.class_names) == spec.num_classes else meta.get("class_names", [])
-        png = str(plot_confusion_matrix(matrix, names or [str(i) for i in range(spec.num_classes)], confusion_png))
+        if rank == 0:  # one writer; the other ranks report no file
+            matrix = confusion_matrix(metrics["video_probs"], metrics["video_targets"])
+            names = annotation.class_names if len(annotation.class_names) == spec.num_classes \
+                else meta.get("class_names", [])
+            png = str(plot_confusion_matrix(matrix, names or [str(i) for i in range(spec.num_classes)], confusion_png))
     shape = spec_input_shape(spec)
-    if costs:
-        cost = cost_summary(torch.cat(costs)[kept], rows, dense_gmacs=model.dense_gmacs(),
-                            views_per_video=clips * crops)
+    if all_costs is not None:
+        cost = cost_summary(all_costs[kept], rows, dense_gmacs=model.dense_gmacs(), views_per_video=per_video)
     elif count_cost:
-        cost = static_cost_summary(count_static(model, shape).gmacs, clips * crops)
+        cost = static_cost_summary(count_static(model, shape).gmacs, per_video)
     else:
         cost = {}
     return EvalResult(
@@ -216,10 +257,147 @@ def evaluate(model_or_checkpoint: nn.Module | str | Path, annotation: str | Path
         gmacs_per_view=cost.get("gmacs_per_view", float("nan")),
         gmacs_per_video=cost.get("gmacs_per_video", float("nan")), views=(clips, crops),
         params=sum(p.numel() for p in model.parameters()),
-        clips_per_second=views_run / forward_s if forward_s > 0 else float("nan"),
-        num_videos=metrics["num_videos"], input_shape=tuple(shape), confusion_png=png, cost=cost,
-        dynamic=is_dynamic(model), video_probs=metrics["video_probs"], video_targets=metrics["video_targets"],
-        skipped_videos=len(unreadable), video_indices=video_indices)
+        clips_per_second=gathered.clips_per_second, num_videos=metrics["num_videos"], input_shape=tuple(shape),
+        confusion_png=png, cost=cost, dynamic=is_dynamic(model), video_probs=metrics["video_probs"],
+        video_targets=metrics["video_targets"], skipped_videos=len(unreadable), video_indices=video_indices,
+        device=str(dev), amp={torch.bfloat16: "bf16", torch.float16: "fp16"}.get(amp_dtype, "off"), world_size=world)
+
+
+def resolve_device(device: str | torch.device, module: nn.Module | None = None) -> torch.device:
+    """The device an evaluation runs on: ``"auto"`` is ``module``'s own device (its parameters'),
+    else CUDA when available, else the CPU; ``"cuda"`` without CUDA is a :class:`ConfigError`."""
+    if isinstance(device, str) and device == "auto":
+        if module is not None:
+            param = next(module.parameters(), None)
+            return param.device if param is not None else torch.device("cpu")
+        return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ConfigError(f"device {device!r}: expected 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {str(device)!r} was asked for but CUDA is not available")
+        if dev.index is None:
+            dev = torch.device("cuda", torch.cuda.current_device())
+        elif dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"device {str(device)!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return dev
+
+
+def resolve_amp(amp: str | None, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of an evaluation on ``device`` (None: float32); see :func:`evaluate`."""
+    if amp not in (None, "off", "bf16", "fp16"):
+        raise ConfigError(f"amp must be 'off', 'bf16' or 'fp16', got {amp!r}")
+    if device.type != "cuda":
+        if amp in ("bf16", "fp16"):
+            log.info("amp: %s asked for, but mixed precision runs on CUDA only; evaluating in float32", amp)
+        return None
+    if amp is None:
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    return {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+
+
+def _world(distributed: bool | None) -> tuple[int, int]:
+    """``(world size, rank)`` the videos are sharded over."""
+    active = dist.is_available() and dist.is_initialized()
+    if distributed is None:
+        distributed = active and dist.get_world_size() > 1
+    if not distributed:
+        return 1, 0
+    if not active:
+        raise ConfigError("evaluate(distributed=True) needs an initialised process group (start under torchrun)")
+    return dist.get_world_size(), dist.get_rank()
+
+
+class _ViewBatcher:
+    """Views of whole videos regrouped into forward batches of exactly ``size`` views (the last smaller)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.parts: list[tuple[torch.Tensor, ...]] = []
+        self.count = 0
+
+    def add(self, *columns: torch.Tensor) -> None:
+        self.parts.append(columns)
+        self.count += len(columns[0])
+
+    def full(self) -> Iterator[tuple[torch.Tensor, ...]]:
+        while self.count >= self.size:
+            yield self._take(self.size)
+
+    def rest(self) -> Iterator[tuple[torch.Tensor, ...]]:
+        yield from self.full()
+        if self.count:
+            yield self._take(self.count)
+
+    def _take(self, n: int) -> tuple[torch.Tensor, ...]:
+        columns = [torch.cat(column) for column in zip(*self.parts)] if len(self.parts) > 1 else list(self.parts[0])
+        taken = tuple(column[:n] for column in columns)
+        rest = tuple(column[n:] for column in columns)
+        self.parts = [rest] if len(rest[0]) else []
+        self.count -= n
+        return taken
+
+
+class _Collected:
+    """What one process evaluated: per-view outputs, unreadable videos, forward time."""
+
+    def __init__(self) -> None:
+        self.logits: list[torch.Tensor] = []
+        self.targets: list[torch.Tensor] = []
+        self.videos: list[torch.Tensor] = []
+        self.views: list[torch.Tensor] = []
+        self.costs: list[torch.Tensor] = []
+        self.unreadable: dict[int, str] = {}  # video -> the error of its first unreadable view
+        self.forward_s = 0.0
+        self.views_run = 0
+        self.clips_per_second = float("nan")
+
+    def forward(self, model: nn.Module, batch: tuple[torch.Tensor, ...], device: torch.device,
+                amp_dtype: torch.dtype | None) -> None:
+        clip, target, video, view = batch
+        clip = to_device(clip, device)
+        start = time.perf_counter()
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            out = model_output(model, clip)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        self.forward_s += time.perf_counter() - start
+        self.views_run += len(clip)
+        self.logits.append(out.logits.float().cpu())
+        if out.cost is not None:
+            self.costs.append(out.cost.double().cpu())
+        self.targets.append(target)
+        self.videos.append(video)
+        self.views.append(view)
+
+    def gather(self, world: int) -> _Collected:
+        """Every rank's outputs in one (this one when ``world`` is 1); clips per second summed."""
+        rate = self.views_run / self.forward_s if self.forward_s > 0 else float("nan")
+        if world == 1:
+            self.clips_per_second = rate
+            return self
+        mine = {"logits": self.logits, "targets": self.targets, "videos": self.videos, "views": self.views,
+                "costs": self.costs, "unreadable": self.unreadable, "rate": rate}
+        everyone: list[Any] = [None] * world
+        dist.all_gather_object(everyone, mine)
+        merged = _Collected()
+        for part in everyone:
+            for name in ("logits", "targets", "videos", "views", "costs"):
+                getattr(merged, name).extend(part[name])
+            merged.unreadable.update(part["unreadable"])
+        rates = [part["rate"] for part in everyone if part["rate"] == part["rate"]]
+        merged.clips_per_second = sum(rates) if rates else float("nan")
+        return merged
+
+    def tensors(self, views_per_video: int) -> tuple[torch.Tensor, ...]:
+        """``(logits, targets, videos, views, costs or None)`` ordered by video, then view."""
+        logits, targets = torch.cat(self.logits), torch.cat(self.targets)
+        videos, views = torch.cat(self.videos).long(), torch.cat(self.views).long()
+        order = torch.argsort(videos * views_per_video + views, stable=True)
+        costs = torch.cat(self.costs)[order] if self.costs else None
+        return logits[order], targets[order], videos[order], views[order], costs
 
 
 def to_device(clip: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -227,9 +405,8 @@ def to_device(clip: torch.Tensor, device: torch.device) -> torch.Tensor:
     return clip.to(device, non_blocking=True)
 
 
-def _progress(loader: Any, enabled: bool) -> Any:
-    if not enabled:
-        return loader
+def _progress(total: int, enabled: bool) -> Any:
+    """A tqdm bar over ``total`` videos (context manager, ``update(n)``); a silent stand-in when off."""
     from tqdm import tqdm
 
-    return tqdm(loader, desc="eval", leave=False, dynamic_ncols=True)
+    return tqdm(total=total, desc="eval", unit="video", leave=False, dynamic_ncols=True, disable=not enabled)

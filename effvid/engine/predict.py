@@ -15,18 +15,27 @@ import torch
 from effvid.cost.static import count_cost, spec_input_shape
 from effvid.data.annotations import Annotation, VideoRecord
 from effvid.data.dataset import VideoDataset
-from effvid.engine.evaluate import cost_summary, resolve_model, static_cost_summary, to_device
+from effvid.engine.evaluate import (
+    cost_summary,
+    resolve_amp,
+    resolve_device,
+    resolve_model,
+    static_cost_summary,
+    to_device,
+)
 from effvid.errors import ConfigError, VideoError
 from effvid.models.base import is_dynamic, model_output
 
 
 def predict(checkpoint: str | Path, video_path: str | Path, *, topk: int = 5, views: tuple[int, int] = (1, 1),
-            backend: str = "pyav") -> dict[str, Any]:
+            backend: str = "pyav", device: str = "auto", amp: str | None = None) -> dict[str, Any]:
     """``{"video", "topk": [{"class", "index", "probability"}], "views", "gmacs", <COST_KEYS>, ...}``.
 
     Probabilities are the softmax averaged over the ``K x C`` views; ``gmacs`` is the cost of
     all views of this video, and the cost keys of :mod:`effvid.engine.evaluate` (mean, min and
-    max per view, dense cost) describe how it was spent. Classes are named by the sidecar's
+    max per view, dense cost) describe how it was spent. ``device`` and ``amp`` as for
+    :func:`~effvid.engine.evaluate.evaluate` (CUDA when present, bf16 autocast there). The
+    video is opened once for all its views. Classes are named by the sidecar's
     ``class_names``, or by their index when it saved none; a sidecar whose list does not give one
     name per class is refused when the checkpoint is read (:func:`~effvid.engine.checkpoint.read_sidecar`).
     """
@@ -36,7 +45,9 @@ def predict(checkpoint: str | Path, video_path: str | Path, *, topk: int = 5, vi
     path = Path(video_path)
     if not path.exists():
         raise VideoError(str(path), "no such file")
-    model, meta = resolve_model(checkpoint)
+    target = resolve_device(device)
+    model, meta = resolve_model(checkpoint, device=target)
+    amp_dtype = resolve_amp(amp, target)
     spec = model.spec
     names = list(meta.get("class_names") or [])
     if len(names) != spec.num_classes:  # none saved (or a module passed in): name classes by index
@@ -46,16 +57,15 @@ def predict(checkpoint: str | Path, video_path: str | Path, *, topk: int = 5, vi
     clips, crops = views
     dataset = VideoDataset(annotation, spec=spec, train=False, backend=backend, num_clips=clips, num_crops=crops,
                            target_fps=(meta.get("transforms") or {}).get("target_fps"))
-    device = next(model.parameters()).device
-    clips_in = torch.stack([dataset[i]["clip"] for i in range(len(dataset))])
-    with torch.no_grad():
-        out = model_output(model, to_device(clips_in, device))
+    clips_in = dataset.video_item(0)["clip"]
+    with torch.no_grad(), torch.autocast(target.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        out = model_output(model, to_device(clips_in, target))
     probs = torch.softmax(out.logits.float().cpu(), dim=-1).mean(dim=0)
     k = min(topk, probs.numel())
     top = probs.topk(k)
     shape = spec_input_shape(spec)
     if out.cost is not None:
-        cost = cost_summary(out.cost.cpu(), torch.zeros(len(clips_in), dtype=torch.long),
+        cost = cost_summary(out.cost.double().cpu(), torch.zeros(len(clips_in), dtype=torch.long),
                             dense_gmacs=model.dense_gmacs(), views_per_video=clips * crops)
     else:
         cost = static_cost_summary(count_cost(model, shape).gmacs, clips * crops)

@@ -94,7 +94,9 @@ class DataConfig:
 
     ``val_views`` is ``[K, C]``: K temporal clips x C spatial crops per validation video.
     ``root`` joins relative video paths (default: the annotation's folder). ``classes`` is a
-    class-names file (default: ``classes.txt`` beside the annotation, if any).
+    class-names file (default: ``classes.txt`` beside the annotation, if any). ``cache: memory``
+    keeps the decoded training videos in memory (bounded by ``cache_bytes_max``, default half
+    the available memory), so epochs after the first decode nothing: for datasets that fit.
     """
 
     train: str
@@ -109,6 +111,8 @@ class DataConfig:
     flip: bool = False
     val_views: tuple[int, int] = (1, 1)
     val_batch_size: int | None = None
+    cache: Literal["none", "memory"] = "none"
+    cache_bytes_max: int | None = None
 
     def __post_init__(self) -> None:
         if self.num_workers < 0:

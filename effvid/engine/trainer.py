@@ -2,10 +2,12 @@
 
 ``train(cfg)`` builds the model from ``cfg.model`` (classes from the training annotation),
 composes the loss terms (``ce``, the model's own terms, PAS's ``kd``/``feature`` from a frozen
-teacher), and runs the stages epoch by epoch. After every epoch rank 0 evaluates (every
-``eval_every`` epochs and at the end), appends one line to ``metrics.jsonl``, saves
+teacher), and runs the stages epoch by epoch. After every epoch the validation videos are
+evaluated (every ``eval_every`` epochs and at the end; under DDP sharded over the ranks, every
+rank getting the same metrics); rank 0 appends one line to ``metrics.jsonl``, saves
 ``checkpoints/best`` when the validation ``best_metric`` improved, then the epoch checkpoint
-with its training state (the previous epoch's is removed once the new one is complete).
+with its training state (the previous epoch's is removed once the new one is complete), and at
+the end writes ``report.md``.
 
 Choices worth knowing:
 
@@ -177,7 +179,8 @@ class _Run:
             groups.append({"params": loss_params})
         self.optimizer = build_optimizer(groups, dataclasses.replace(cfg.optim, lr=lr))
         self.train_set = VideoDataset(self.train_ann, spec=self.spec, train=True, backend=data.backend,
-                                      on_error=data.on_error, flip=data.flip, target_fps=data.target_fps, seed=cfg.seed)
+                                      on_error=data.on_error, flip=data.flip, target_fps=data.target_fps, seed=cfg.seed,
+                                      cache=data.cache, cache_bytes_max=data.cache_bytes_max)
         self.loader = build_loader(self.train_set, batch_size=cfg.batch_size, num_workers=data.num_workers,
                                    shuffle=True, seed=cfg.seed, drop_last=True)
         if len(self.loader) == 0:
@@ -425,14 +428,15 @@ class _Run:
 
     def _validate(self, epoch: int) -> dict[str, Any]:
         last = epoch + 1 == self.cfg.epochs
-        if self.val_ann is None or not self.main or not (last or (epoch + 1) % self.cfg.eval_every == 0):
+        if self.val_ann is None or not (last or (epoch + 1) % self.cfg.eval_every == 0):
             return {}
         data = self.cfg.data
         confusion = self.run_dir / CONFUSION_PNG if last and not self.val_ann.multilabel else None
         result = evaluate(self.model, self.val_ann, views=data.val_views, batch_size=data.val_batch_size or self.cfg.batch_size,
                           num_workers=data.num_workers, backend=data.backend, spec=self.spec,
                           target_fps=data.target_fps, count_cost=False, confusion_png=confusion,
-                          on_error=data.on_error, progress=self.progress)
+                          on_error=data.on_error, progress=self.progress, device=self.device,
+                          amp=self.cfg.amp, distributed=self.dist.distributed)
         metrics = result.to_dict()  # a dynamic model's cost figures stay: they are measured per view
         for key in ("input_shape", "confusion_png", "params", "dynamic"):
             metrics.pop(key)

@@ -22,8 +22,8 @@ def labels(annotation) -> list:
     return [record.label for record in annotation.records]
 
 
-def test_formats_are_the_agreed_seven():
-    assert FORMATS == ("mmaction", "rawframes", "kinetics", "ucf101", "hmdb51", "sthv2", "comma")
+def test_formats_are_the_agreed_eight():
+    assert FORMATS == ("mmaction", "rawframes", "kinetics", "ucf101", "hmdb51", "sthv2", "comma", "folder")
 
 
 def test_mmaction_list_joins_root_and_names_classes_by_index(tmp_path):

@@ -115,3 +115,17 @@ def test_console_script(dataset, tmp_path):
                              "--json"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 1, result.stderr
     assert json.loads(result.stdout)["bad"] == 2
+
+
+def test_check_dataset_progress_bar_only_when_asked_or_on_a_terminal(dataset, tmp_path, capsys, monkeypatch):
+    annotation = load_annotations(dataset, root=tmp_path / "videos")
+    quiet = check_dataset(annotation, workers=1).to_dict()
+    assert capsys.readouterr().err == ""
+    shown = check_dataset(annotation, workers=1, progress=True).to_dict()
+    err = capsys.readouterr().err
+    assert "check:" in err and "/4 [" in err and shown == quiet
+    check_dataset(annotation, workers=1, progress=None)  # stderr is not a terminal here
+    assert capsys.readouterr().err == ""
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    check_dataset(annotation, workers=1, progress=None)
+    assert "check:" in capsys.readouterr().err

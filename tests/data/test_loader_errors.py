@@ -10,18 +10,17 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
-from effvid.data.annotations import Annotation, VideoRecord
 from effvid.data.dataset import VideoDataset, build_loader
 from effvid.errors import ConfigError, EffvidError, VideoError
 from effvid.spec import ArchSpec
+from videotools import list_annotation
+
+
+def list_annotation_4(paths):
+    return list_annotation(paths, 4, source="list.txt")
+
 
 SPEC = ArchSpec("x", num_classes=4, num_frames=4, frame_stride=2, crop_size=48, train_resize=(48, 48), test_resize=48)
-
-
-def annotation(paths) -> Annotation:
-    records = tuple(VideoRecord(path=str(p), label=i % 4, video_id=str(p)) for i, p in enumerate(paths))
-    return Annotation(records=records, class_names=("a", "b", "c", "d"), multilabel=False, format="mmaction",
-                      source="list.txt")
 
 
 def loader(dataset, workers: int, batch_size: int = 2):
@@ -38,7 +37,7 @@ def empty_video(tmp_path):
 @pytest.mark.parametrize("workers", [0, 1, 2])
 def test_raise_gives_the_original_video_error(make_index_video, empty_video, workers):
     good = make_index_video("good.mp4", 16)
-    data = VideoDataset(annotation([good, empty_video, good]), spec=SPEC, train=True, on_error="raise")
+    data = VideoDataset(list_annotation_4([good, empty_video, good]), spec=SPEC, train=True, on_error="raise")
     with pytest.raises(VideoError) as info:
         list(loader(data, workers))
     assert type(info.value) is VideoError
@@ -49,7 +48,7 @@ def test_raise_gives_the_original_video_error(make_index_video, empty_video, wor
 @pytest.mark.parametrize("workers", [0, 1, 2])
 def test_skip_with_nothing_readable_is_one_line(tmp_path, empty_video, workers):
     missing = tmp_path / "missing.mp4"
-    data = VideoDataset(annotation([empty_video, missing]), spec=SPEC, train=True, on_error="skip")
+    data = VideoDataset(list_annotation_4([empty_video, missing]), spec=SPEC, train=True, on_error="skip")
     with pytest.raises(EffvidError) as info:
         list(loader(data, workers))
     message = str(info.value)
@@ -59,7 +58,7 @@ def test_skip_with_nothing_readable_is_one_line(tmp_path, empty_video, workers):
 
 def test_persistent_workers_recover_after_an_error(make_index_video, empty_video):
     good = make_index_video("good.mp4", 16)
-    data = VideoDataset(annotation([good, empty_video]), spec=SPEC, train=True, on_error="raise")
+    data = VideoDataset(list_annotation_4([good, empty_video]), spec=SPEC, train=True, on_error="raise")
     batches = loader(data, 2, batch_size=1)
     for _ in range(2):  # the error comes again next epoch, the workers still answer
         with pytest.raises(VideoError):
@@ -106,14 +105,14 @@ def test_a_user_error_that_does_not_pickle_keeps_its_message():
 
 def test_unknown_backend_is_refused_when_the_dataset_is_built(make_index_video):
     with pytest.raises(ConfigError) as info:
-        VideoDataset(annotation([make_index_video("v.mp4", 8)]), spec=SPEC, train=True, backend="foo")
+        VideoDataset(list_annotation_4([make_index_video("v.mp4", 8)]), spec=SPEC, train=True, backend="foo")
     message = str(info.value)
     assert len(message.splitlines()) == 1 and "'foo'" in message
     assert all(name in message for name in ("pyav", "decord", "frames"))
 
 
 def test_loader_dataset_forwards_to_the_dataset(make_index_video):
-    data = VideoDataset(annotation([make_index_video("v.mp4", 8)]), spec=SPEC, train=True)
+    data = VideoDataset(list_annotation_4([make_index_video("v.mp4", 8)]), spec=SPEC, train=True)
     wrapped = loader(data, 0).dataset
     assert len(wrapped) == 1 and wrapped.records is data.records and wrapped.unreadable_files == frozenset()
 
@@ -123,7 +122,7 @@ def test_distinct_unreadable_files_and_attempts_are_counted_apart(make_index_vid
     """Two bad files next to each other: items 1 and 2 both try file 2, so 3 attempts fail for 2 files."""
     good = make_index_video("good.mp4", 16)
     bad = [tmp_path / "bad1.mp4", tmp_path / "bad2.mp4"]
-    data = VideoDataset(annotation([good, *bad, good]), spec=SPEC, train=True, on_error="skip")
+    data = VideoDataset(list_annotation_4([good, *bad, good]), spec=SPEC, train=True, on_error="skip")
     batches = list(loader(data, workers))
     skipped = torch.cat([b["skipped"] for b in batches])
     assert skipped.tolist() == [0, 2, 1, 0] and int(skipped.sum()) == 3
@@ -138,6 +137,6 @@ def test_a_subset_fetched_by_batch_still_raises_the_original(make_index_video, e
     from torch.utils.data import Subset  # torch fetches a Subset's batches through __getitems__
 
     good = make_index_video("good.mp4", 16)
-    data = VideoDataset(annotation([good, empty_video]), spec=SPEC, train=True, on_error="raise")
+    data = VideoDataset(list_annotation_4([good, empty_video]), spec=SPEC, train=True, on_error="raise")
     with pytest.raises(VideoError, match=r"empty file \(0 bytes\)$"):
         list(loader(Subset(data, [0, 1]), 1))

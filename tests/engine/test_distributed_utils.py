@@ -124,15 +124,17 @@ def test_an_srun_task_without_torchrun_gets_its_rank_world_size_and_master(tmp_p
     assert json.loads(out.stdout)["RANK"] is None
 
 
-def test_two_srun_tasks_train_as_one_gloo_job(subset_annotation, write_config, tmp_path):
+def test_two_srun_tasks_train_as_one_gloo_job(synth_micro, subset_annotation, write_config, tmp_path):
     """What ``srun -n 2 effvid train CONFIG`` starts, without torchrun: two processes that find
-    each other from SLURM's variables and train one data-parallel run (rank 0 writes it)."""
+    each other from SLURM's variables and train one data-parallel run (rank 0 writes it), its
+    validation sharded over both."""
     import os
     import socket
     import subprocess
     import sys
 
-    config = write_config(subset_annotation(8), epochs=1, max_steps_per_epoch=1, batch_size=2)
+    config = write_config(subset_annotation(8), synth_micro.annotations["val"], epochs=1, max_steps_per_epoch=1,
+                          batch_size=2)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -145,3 +147,7 @@ def test_two_srun_tasks_train_as_one_gloo_job(subset_annotation, write_config, t
     assert [task.returncode for task in tasks] == [0, 0], errors
     assert (tmp_path / "run" / "checkpoints" / "epoch_0001.json").exists()
     assert "epoch 1/1" in errors[0] and "epoch 1/1" not in errors[1]  # only rank 0 reports
+    import json
+
+    record = json.loads((tmp_path / "run" / "metrics.jsonl").read_text())
+    assert record["val"]["num_videos"] == 16  # every validation video, each evaluated on one of the ranks

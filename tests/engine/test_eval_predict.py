@@ -114,3 +114,37 @@ def test_foreign_checkpoint_rejected(tmp_path, capsys):
     assert main(["eval", str(foreign), "--data", str(tmp_path / "x.txt")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not a complete effvid checkpoint" in err[0]
+
+
+def test_eval_and_predict_take_a_device(constant_checkpoint, synth_micro, capsys):
+    assert main(["eval", str(constant_checkpoint), "--views", "1x1", "--workers", "0", "--device", "cpu",
+                 "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["device"] == "cpu" and out["amp"] == "off" and out["processes"] == 1
+    video = load_annotations(synth_micro.annotations["val"]).records[0].path
+    assert main(["predict", str(constant_checkpoint), video, "--device", "cpu", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["topk"][0]["index"] == FAVOURITE
+    if not torch.cuda.is_available():
+        assert main(["eval", str(constant_checkpoint), "--workers", "0", "--device", "cuda"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "CUDA is not available" in err[0]
+
+
+def test_eval_under_torchrun_shards_the_videos_and_rank_0_prints_the_same_result(constant_checkpoint, synth_micro):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    torchrun = Path(sys.executable).with_name("torchrun")
+    args = ["eval", str(constant_checkpoint), "--views", "2x1", "--workers", "0", "--device", "cpu", "--json"]
+    run = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "effvid", *args],
+                         capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert run.returncode == 0, run.stderr[-2000:]
+    lines = [line for line in run.stdout.splitlines() if line.startswith("{")]
+    assert len(lines) == 1  # rank 0 only
+    sharded = json.loads(lines[0])
+    single = evaluate(constant_checkpoint, synth_micro.annotations["val"], num_workers=0, views=(2, 1)).to_dict()
+    assert sharded["processes"] == 2 and sharded["num_videos"] == single["num_videos"]
+    for key in ("video_top1", "video_top5", "clip_top1", "mAP"):
+        assert sharded[key] == pytest.approx(single[key], abs=1e-9)

@@ -188,10 +188,10 @@ class _Search:
         stem = resolve_checkpoint(checkpoint)
         spec = _sidecar_spec(read_sidecar(stem), stem)
         data = self.cfg.data
-        self.log(f"PAS: evaluating the base {stem} on {data.val}")
+        self.log(f"PAS: evaluating the base {stem} on {data.val} (on the driver's best device)")
         result = evaluate(str(stem), data.val, root=data.root, format=data.format, views=data.val_views,
                           batch_size=data.val_batch_size or 8, num_workers=data.num_workers, backend=data.backend,
-                          target_fps=data.target_fps, count_cost=False)
+                          target_fps=data.target_fps, count_cost=False, device="auto", distributed=False)
         entry = {"id": BASE_ID, "kind": "base", "iteration": 0, "operator": None, "init": "checkpoint",
                  "init_from": None, "teacher": None, "run_dir": None, **_reduced_fields(Reduced.base(spec)),
                  **_cost_fields(spec), "status": "done", "top1": result.video_top1, "top5": result.video_top5,
