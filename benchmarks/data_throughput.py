@@ -37,8 +37,9 @@ import torch
 
 from effvid.cost.latency import load_record, machine_load
 from effvid.data.annotations import Annotation, VideoRecord, load_annotations
-from effvid.data.dataset import VideoDataset, build_loader
+from effvid.data.dataset import VideoDataset
 from effvid.data.decode import open_video
+from effvid.data.loader import build_loader
 from effvid.data.sampling import ClipSampler
 from effvid.data.synthetic import ensure_synthactions
 from effvid.data.video_writer import write_video

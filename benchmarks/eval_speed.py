@@ -38,7 +38,8 @@ import torch
 
 from effvid.cost.latency import load_record, machine_load
 from effvid.data.annotations import Annotation, load_annotations
-from effvid.data.dataset import VideoDataset, build_loader
+from effvid.data.dataset import VideoDataset
+from effvid.data.loader import build_loader
 from effvid.data.synthetic import ensure_synthactions
 from effvid.engine.evaluate import evaluate, parse_views
 from effvid.engine.train_config import load_train_config

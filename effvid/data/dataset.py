@@ -1,4 +1,5 @@
-"""VideoDataset and build_loader: annotation records to batches of sampled, transformed clips.
+"""VideoDataset: annotation records to items of sampled, transformed clips (batched by
+:func:`effvid.data.loader.build_loader`).
 
 An item is a dict ``{"clip", "label", "video_index", "view_index", "skipped", "failed_videos",
 "valid", "error"}``:
@@ -32,7 +33,7 @@ is bounded by ``cache_bytes_max`` (default half the memory available at construc
 construction probes a few videos, estimates the whole (frames x height x width x 3 bytes per
 video) and refuses with an :class:`~effvid.errors.EffvidError` naming the bound when it would
 not fit, and filling refuses the same way if the estimate was short. Each process has its own
-cache. DataLoader workers: :func:`build_loader` with ``num_workers > 0`` fills the cache in
+cache. DataLoader workers: :func:`~effvid.data.loader.build_loader` with ``num_workers > 0`` fills the cache in
 the calling process first (:meth:`VideoDataset.fill_cache`, decoding threads in parallel), so
 workers started by ``fork`` (the Linux default) read that one copy, shared copy-on-write,
 never written again; under the ``spawn``/``forkserver`` start methods each worker receives its
@@ -56,22 +57,18 @@ propagates with its message (file and reason). With ``on_error="skip"``:
 
 Two counts of unreadable videos: ``skipped`` (per item, above) counts failed attempts;
 :attr:`VideoDataset.unreadable_files` holds the distinct files found unreadable, in this
-process and in the workers of any :class:`VideoLoader` over the dataset whose batches this
+process and in the workers of any :class:`~effvid.data.loader.VideoLoader` over the dataset whose batches this
 process has iterated. A video shorter than the clip is not an error: the sampler repeats its
 last frame.
 
-:func:`build_loader` makes any :class:`~effvid.errors.EffvidError` raised while loading an item
-reach the caller as the original exception (same type, same one-line message) whatever the
-worker count; torch would otherwise rebuild it in the main process around the worker's
-traceback. Other exceptions (bugs) keep torch's behaviour.
+:func:`~effvid.data.loader.build_loader` makes any :class:`~effvid.errors.EffvidError` raised
+while loading an item reach the caller as the original exception, whatever the worker count.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import pickle
-import random
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -81,8 +78,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-import torch.distributed as dist
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, default_collate, get_worker_info
+from torch.utils.data import Dataset
 
 from effvid.data.annotations import Annotation, VideoRecord
 from effvid.data.decode import BACKENDS, VideoInfo, open_video
@@ -401,7 +397,7 @@ class VideoDataset(Dataset):
         """Decode every video not cached yet into the memory cache now, ``threads`` at a time
         (default: the CPU count); a no-op without ``cache="memory"``.
 
-        :func:`build_loader` calls it before starting workers. An unreadable video raises its
+        :func:`~effvid.data.loader.build_loader` calls it before starting workers. An unreadable video raises its
         VideoError under ``on_error="raise"``; under ``"skip"`` it is left for the items to report.
         """
         if self.cache != "memory":
@@ -544,148 +540,3 @@ def check_backend(backend: object) -> None:
 
 def _labels(record: VideoRecord) -> tuple[int, ...]:
     return (record.label,) if isinstance(record.label, int) else tuple(record.label)
-
-
-class _UserError:
-    """An :class:`EffvidError` raised while loading an item, carried back to the caller as data."""
-
-    def __init__(self, error: EffvidError) -> None:
-        self.error = error
-
-
-class _CatchUserErrors(Dataset):
-    """``dataset`` whose items become :class:`_UserError` when loading them raises an EffvidError.
-
-    Attributes other than the item protocol are the wrapped dataset's (``set_epoch``, ``records``...).
-    """
-
-    def __init__(self, dataset: Dataset) -> None:
-        self.wrapped = dataset
-
-    def __len__(self) -> int:
-        return len(self.wrapped)  # type: ignore[arg-type]
-
-    def __getitem__(self, index: int) -> Any:
-        try:
-            return self.wrapped[index]
-        except EffvidError as err:
-            return _UserError(_picklable(err) if get_worker_info() is not None else err)
-
-    def __getitems__(self, indices: list[int]) -> list[Any]:
-        # torch fetches a batch through __getitems__ when the dataset has one (Subset does), which
-        # the forwarding below would otherwise hand to the wrapped dataset, uncaught
-        many = getattr(self.wrapped, "__getitems__", None)
-        if many is None:
-            return [self[index] for index in indices]
-        try:
-            return many(indices)
-        except EffvidError as err:
-            return [_UserError(_picklable(err) if get_worker_info() is not None else err)]
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "wrapped":  # not set yet (unpickling): never recurse
-            raise AttributeError(name)
-        return getattr(self.wrapped, name)
-
-
-def _picklable(err: EffvidError) -> EffvidError:
-    """``err`` if it survives pickling as itself (a worker sends it to the main process), else an
-    EffvidError with the same message."""
-    try:
-        copy = pickle.loads(pickle.dumps(err))
-    except Exception:  # a subclass whose constructor does not take its message back
-        return EffvidError(str(err))
-    return err if type(copy) is type(err) and str(copy) == str(err) else EffvidError(str(err))
-
-
-def _collate(items: list[Any]) -> Any:
-    """``default_collate``, except that a batch holding a user error is that error."""
-    for item in items:
-        if isinstance(item, _UserError):
-            return item
-    return default_collate(items)
-
-
-class VideoLoader(DataLoader):
-    """A DataLoader whose :meth:`set_epoch` reaches both its sampler and its dataset, and whose
-    iteration raises a user error from a worker as the original exception."""
-
-    def set_epoch(self, epoch: int) -> None:
-        """Call before iterating epoch ``epoch``: reshuffles the shard and redraws the clips."""
-        self.sampler.set_epoch(epoch)
-        if hasattr(self.dataset, "set_epoch"):
-            self.dataset.set_epoch(epoch)
-
-    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
-        dataset = self.dataset.wrapped if isinstance(self.dataset, _CatchUserErrors) else self.dataset
-        return _batches(super().__iter__(), getattr(dataset, "note_failed", None))
-
-
-def _batches(batches: Iterator[Any], note: Any) -> Iterator[Any]:
-    """``batches``, raising a :class:`_UserError` as its exception and noting failed videos."""
-    for batch in batches:
-        if isinstance(batch, _UserError):
-            error = batch.error
-            # The traceback keeps this frame: it must not keep the workers' iterator alive, or a
-            # caller that holds the exception leaves it to the garbage collector, and a collected
-            # iterator waits 5 s per worker before it kills them.
-            del batch, batches, note
-            try:
-                raise error
-            finally:
-                del error
-        if note is not None and isinstance(batch, dict) and "failed_videos" in batch:
-            note(batch["failed_videos"])
-        yield batch
-
-
-def seed_worker(worker_id: int) -> None:
-    """Seed Python's and NumPy's global generators from the worker's torch seed."""
-    seed = torch.initial_seed() % 2**32
-    random.seed(seed)
-    np.random.seed(seed)
-
-
-def build_loader(
-    dataset: Dataset,
-    *,
-    batch_size: int,
-    num_workers: int,
-    shuffle: bool,
-    seed: int,
-    drop_last: bool,
-    distributed: bool | None = None,
-) -> VideoLoader:
-    """A DataLoader over ``dataset``, deterministic per epoch (call ``loader.set_epoch(e)``).
-
-    Ordering comes from a DistributedSampler: under DDP (``distributed=True``, or ``None`` with
-    an initialised process group) each rank gets its disjoint shard, padded to equal length
-    unless ``drop_last``; otherwise one replica holds everything. The shuffle order depends only
-    on ``(seed, epoch)``. Workers are seeded from ``seed`` and the rank, and persist across
-    epochs when ``num_workers > 0``. An :class:`EffvidError` raised while loading an item is
-    raised by the iteration as itself, with 0 workers or many; ``loader.dataset`` forwards every
-    attribute to ``dataset``. A dataset with a memory cache (``fill_cache``) is filled here
-    first when ``num_workers > 0``, so the workers share this process's copy (module docstring).
-    """
-    fill = getattr(dataset, "fill_cache", None)
-    if num_workers > 0 and callable(fill):
-        fill(threads=num_workers)
-    if distributed is None:
-        distributed = dist.is_available() and dist.is_initialized()
-    if distributed:
-        sampler = DistributedSampler(dataset, shuffle=shuffle, seed=seed, drop_last=drop_last)
-    else:
-        sampler = DistributedSampler(dataset, num_replicas=1, rank=0, shuffle=shuffle, seed=seed, drop_last=drop_last)
-    generator = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, sampler.rank]).generate_state(1)[0]))
-    return VideoLoader(
-        _CatchUserErrors(dataset),
-        batch_size=batch_size,
-        sampler=sampler,
-        num_workers=num_workers,
-        collate_fn=_collate,
-        drop_last=drop_last,
-        worker_init_fn=seed_worker,
-        generator=generator,
-        persistent_workers=num_workers > 0,
-        pin_memory=torch.cuda.is_available(),
-    )

@@ -54,7 +54,8 @@ from torch import nn
 from effvid.cost.static import count_cost as count_static
 from effvid.cost.static import spec_input_shape
 from effvid.data.annotations import Annotation, load_annotations
-from effvid.data.dataset import VideoDataset, build_loader
+from effvid.data.dataset import VideoDataset
+from effvid.data.loader import build_loader
 from effvid.engine.checkpoint import load_model, read_sidecar
 from effvid.engine.metrics import confusion_matrix, multiview_metrics
 from effvid.errors import ConfigError, EffvidError

@@ -42,7 +42,8 @@ from torch import nn
 
 from effvid.config import dump_yaml, to_dict
 from effvid.data.annotations import load_annotations
-from effvid.data.dataset import VideoDataset, build_loader
+from effvid.data.dataset import VideoDataset
+from effvid.data.loader import build_loader
 from effvid.data.transforms import test_transform
 from effvid.engine import checkpoint as ckpt
 from effvid.engine.distributed import (

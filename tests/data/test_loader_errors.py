@@ -10,7 +10,8 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
-from effvid.data.dataset import VideoDataset, build_loader
+from effvid.data.dataset import VideoDataset
+from effvid.data.loader import build_loader
 from effvid.errors import ConfigError, EffvidError, VideoError
 from effvid.spec import ArchSpec
 from videotools import list_annotation

@@ -10,7 +10,8 @@ import torch
 
 import effvid.data.dataset as dataset_module
 from effvid.data.annotations import Annotation, VideoRecord
-from effvid.data.dataset import VideoDataset, build_loader
+from effvid.data.dataset import VideoDataset
+from effvid.data.loader import build_loader
 from effvid.errors import ConfigError, EffvidError
 from effvid.spec import ArchSpec
 from videotools import list_annotation

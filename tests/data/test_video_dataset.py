@@ -1,4 +1,4 @@
-"""VideoDataset and build_loader on real MP4s whose frames encode their own index."""
+"""VideoDataset and its loader on real MP4s whose frames encode their own index."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from effvid.data.annotations import Annotation, VideoRecord
-from effvid.data.dataset import VideoDataset, build_loader
+from effvid.data.dataset import VideoDataset
+from effvid.data.loader import build_loader
 from effvid.data.sampling import ClipSampler
 from effvid.errors import EffvidError, VideoError
 from effvid.spec import ArchSpec

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 import effvid.data.dataset as dataset_module
-from effvid.data.dataset import VideoDataset, _decode_groups, build_loader
+from effvid.data.dataset import VideoDataset, _decode_groups
+from effvid.data.loader import build_loader
 from effvid.errors import VideoError
 from effvid.spec import ArchSpec
 from videotools import list_annotation
