@@ -13,20 +13,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from effvid.data.synthetic.generate import PRESETS, generate
 from effvid.engine.checkpoint import save_checkpoint
 from effvid.errors import EffvidError
 from effvid.methods.pas.config import load_shrink_config
 from effvid.methods.pas.ledger import Ledger
 from effvid.methods.pas.search import run_search
 from effvid.models import create_from_spec, default_spec
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("synth")
-    generate(out, preset=PRESETS["tiny"].replace(name="pas-resume", videos_per_class=4), workers=2)
-    return out
 
 
 def _write_config(folder: Path, data: Path, **changes) -> Path:

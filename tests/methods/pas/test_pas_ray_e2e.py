@@ -5,9 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
-from effvid.data.synthetic.generate import PRESETS, generate
 from effvid.engine.checkpoint import find_last_complete, read_sidecar
 from effvid.methods.pas.config import load_shrink_config
 from effvid.methods.pas.ledger import Ledger
@@ -15,13 +12,6 @@ from effvid.methods.pas.report import write_report
 from effvid.methods.pas.search import run_search
 
 CONFIG = Path(__file__).resolve().parents[3] / "effvid" / "configs" / "pas" / "synth_tiny.yaml"
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("synth")
-    generate(out, preset=PRESETS["tiny"].replace(name="pas-e2e", videos_per_class=4), workers=2)
-    return out
 
 
 def test_two_iteration_search_with_controls_on_local_ray(tiny_data, tmp_path):

@@ -20,19 +20,11 @@ from pathlib import Path
 
 import pytest
 
-from effvid.data.synthetic.generate import PRESETS, generate
 from effvid.methods.pas.ledger import Ledger
 
 CONFIG = Path(__file__).resolve().parents[3] / "effvid" / "configs" / "pas" / "synth_tiny.yaml"
 EXIT_WITHIN_S = 20
 GONE_WITHIN_S = 10
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("synth")
-    generate(out, preset=PRESETS["tiny"].replace(name="pas-signals", videos_per_class=4), workers=2)
-    return out
 
 
 def _stat(pid: int) -> tuple[int, str, int] | None:

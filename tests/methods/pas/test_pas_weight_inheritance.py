@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from effvid.config import from_dict
-from effvid.data.synthetic.generate import PRESETS, generate
 from effvid.engine.checkpoint import load_checkpoint, save_checkpoint
 from effvid.methods.pas.config import ShrinkConfig
 from effvid.methods.pas.ledger import Ledger
@@ -17,13 +16,6 @@ from effvid.methods.pas.search import run_search
 from effvid.models import create_from_spec, default_spec
 
 LR = 0.05
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("synth")
-    generate(out, preset=PRESETS["tiny"].replace(name="pas-inherit", videos_per_class=4), workers=2)
-    return out
 
 
 def _base_checkpoint(folder: Path) -> tuple[Path, dict[str, torch.Tensor]]:
