@@ -83,12 +83,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from effvid.cost.latency import CpuWatch, load_record, machine_load, resolve_device, torch_threads
+    from effvid.cost.latency import CpuWatch, load_record, machine_load, torch_threads
     from effvid.errors import ConfigError
+    from effvid.models.inference import resolve_device
 
     if args.warmup < 0:
         raise ConfigError(f"--warmup must be >= 0, got {args.warmup}")
-    device = resolve_device(args.device)
+    device = resolve_device(args.device or "auto")
     threads = args.threads or torch.get_num_threads()
     before = machine_load()
     with torch_threads(threads):

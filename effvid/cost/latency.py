@@ -36,7 +36,6 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from effvid.cost.static import spec_input_shape
-from effvid.errors import ConfigError
 from effvid.models import create_from_spec, prepare_for_inference
 from effvid.models.base import model_output
 from effvid.models.inference import DEFAULT_VARIANT, Variant
@@ -152,19 +151,6 @@ def torch_threads(threads: int) -> Iterator[int]:
         yield threads
     finally:
         torch.set_num_threads(previous)
-
-
-def resolve_device(device: str | None) -> torch.device:
-    """``device`` as a torch device: ``None`` is CUDA when available, else the CPU; asking for
-    CUDA without it is a :class:`ConfigError`."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise ConfigError(f"--device {device}: choose cpu or cuda")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        build = "this torch is built without CUDA" if torch.version.cuda is None else "no CUDA device is visible"
-        raise ConfigError(f"--device {device}: CUDA is not available ({build}, torch {torch.__version__}); use --device cpu")
-    return torch.device(device)
 
 
 def synchronizer(device: torch.device | str) -> Callable[[], None] | None:

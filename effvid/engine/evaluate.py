@@ -60,6 +60,7 @@ from effvid.engine.checkpoint import load_model, read_sidecar
 from effvid.engine.metrics import confusion_matrix, multiview_metrics
 from effvid.errors import ConfigError, EffvidError
 from effvid.models.base import is_dynamic, model_output
+from effvid.models.inference import resolve_device
 from effvid.report.plots import plot_confusion_matrix
 from effvid.spec import ArchSpec
 
@@ -262,28 +263,6 @@ def evaluate(model_or_checkpoint: nn.Module | str | Path, annotation: str | Path
         confusion_png=png, cost=cost, dynamic=is_dynamic(model), video_probs=metrics["video_probs"],
         video_targets=metrics["video_targets"], skipped_videos=len(unreadable), video_indices=video_indices,
         device=str(dev), amp={torch.bfloat16: "bf16", torch.float16: "fp16"}.get(amp_dtype, "off"), world_size=world)
-
-
-def resolve_device(device: str | torch.device, module: nn.Module | None = None) -> torch.device:
-    """The device an evaluation runs on: ``"auto"`` is ``module``'s own device (its parameters'),
-    else CUDA when available, else the CPU; ``"cuda"`` without CUDA is a :class:`ConfigError`."""
-    if isinstance(device, str) and device == "auto":
-        if module is not None:
-            param = next(module.parameters(), None)
-            return param.device if param is not None else torch.device("cpu")
-        return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError, ValueError):
-        raise ConfigError(f"device {device!r}: expected 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device {str(device)!r} was asked for but CUDA is not available")
-        if dev.index is None:
-            dev = torch.device("cuda", torch.cuda.current_device())
-        elif dev.index >= torch.cuda.device_count():
-            raise ConfigError(f"device {str(device)!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    return dev
 
 
 def resolve_amp(amp: str | None, device: torch.device) -> torch.dtype | None:

@@ -18,13 +18,13 @@ from effvid.data.dataset import VideoDataset
 from effvid.engine.evaluate import (
     cost_summary,
     resolve_amp,
-    resolve_device,
     resolve_model,
     static_cost_summary,
     to_device,
 )
 from effvid.errors import ConfigError, VideoError
 from effvid.models.base import is_dynamic, model_output
+from effvid.models.inference import resolve_device
 
 
 def predict(checkpoint: str | Path, video_path: str | Path, *, topk: int = 5, views: tuple[int, int] = (1, 1),

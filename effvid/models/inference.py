@@ -17,6 +17,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from effvid.errors import ConfigError
+
 Variant = Literal["eager", "channels_last", "compile"]
 VARIANTS: tuple[str, ...] = ("eager", "channels_last", "compile")
 
@@ -51,3 +53,28 @@ def prepare_for_inference(model: nn.Module, *, variant: Variant = DEFAULT_VARIAN
     if variant == "compile":
         return torch.compile(model)
     return model
+
+
+def resolve_device(device: str | torch.device, module: nn.Module | None = None) -> torch.device:
+    """The device a model runs on: ``"auto"`` is ``module``'s own device (its parameters'), else
+    CUDA when available, else the CPU; ``"cuda"`` (or ``"cuda:N"``) without CUDA, or a name
+    that is not a device, is a :class:`ConfigError`."""
+    if isinstance(device, str) and device == "auto":
+        if module is not None:
+            param = next(module.parameters(), None)
+            return param.device if param is not None else torch.device("cpu")
+        return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ConfigError(f"device {device!r}: expected 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            build = "this torch is built without CUDA" if torch.version.cuda is None else "no CUDA device is visible"
+            raise ConfigError(f"device {str(device)!r} was asked for but CUDA is not available ({build}, "
+                              f"torch {torch.__version__}); use cpu")
+        if dev.index is None:
+            dev = torch.device("cuda", torch.cuda.current_device())
+        elif dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"device {str(device)!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return dev

@@ -11,9 +11,10 @@ import torch
 
 from effvid.data.annotations import Annotation, load_annotations
 from effvid.engine import checkpoint as ckpt
-from effvid.engine.evaluate import evaluate, resolve_amp, resolve_device
+from effvid.engine.evaluate import evaluate, resolve_amp
 from effvid.errors import ConfigError
 from effvid.models import create_from_spec
+from effvid.models.inference import resolve_device
 
 
 @pytest.fixture
