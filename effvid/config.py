@@ -54,14 +54,15 @@ def _read_with_bases(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
         raise ConfigError(f"{path}: key 'base' must be a config path or a list of them, got {bases!r}")
     merged: dict[str, Any] = {}
     for name in names:
-        merged = _merge(merged, _read_with_bases(path.parent / name, (*chain, path.resolve())))
-    return _merge(merged, {k: v for k, v in data.items() if k != "base"})
+        merged = deep_merge(merged, _read_with_bases(path.parent / name, (*chain, path.resolve())))
+    return deep_merge(merged, {k: v for k, v in data.items() if k != "base"})
 
 
-def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+def deep_merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``top`` on top: mappings merge key by key, any other value (lists too) replaces."""
     out = dict(base)
     for key, value in top.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
     return out
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
+from effvid.config import deep_merge
 from effvid.data.synthetic import SynthPreset, generate
 from effvid.spec import ArchSpec
 
@@ -54,13 +55,6 @@ def subset_annotation(synth_micro, tmp_path: Path) -> Callable[[int], Path]:
     return make
 
 
-def _merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in changes.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
 @pytest.fixture
 def write_config(tmp_path: Path) -> Callable[..., Path]:
     """Factory: a training YAML for the tiny model (``changes`` merged in, nested dicts merged) and its path."""
@@ -70,7 +64,7 @@ def write_config(tmp_path: Path) -> Callable[..., Path]:
                "data": {"train": str(train), "val": str(val) if val else None, "num_workers": 0},
                "optim": {"name": "adamw", "lr": 0.003, "weight_decay": 0.0}, "log_every": 1}
         path = tmp_path / name
-        path.write_text(yaml.safe_dump(_merge(cfg, changes)))
+        path.write_text(yaml.safe_dump(deep_merge(cfg, changes)))
         return path
 
     return make
