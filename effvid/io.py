@@ -82,6 +82,28 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+CHECKPOINT_FORMAT = "effvid-checkpoint"
+"""The format marker of an effvid checkpoint's sidecar (and of its safetensors metadata)."""
+
+CHECKPOINT_SUFFIXES = (".safetensors", ".state.pt", ".json")
+"""The files of one effvid checkpoint: ``<stem>.safetensors`` (weights), ``<stem>.state.pt``
+(training state, optional), ``<stem>.json`` (sidecar; present = complete)."""
+
+
+def checkpoint_stem(path: str | Path) -> Path:
+    """The stem of a checkpoint given its stem or any of its three files."""
+    path = Path(path)
+    for suffix in CHECKPOINT_SUFFIXES:
+        if path.name.endswith(suffix):
+            return path.with_name(path.name[: -len(suffix)])
+    return path
+
+
+def checkpoint_files(stem: Path) -> tuple[Path, Path, Path]:
+    """``(weights, training state, sidecar)`` paths of the checkpoint at ``stem``."""
+    return tuple(stem.with_name(stem.name + suffix) for suffix in CHECKPOINT_SUFFIXES)  # type: ignore[return-value]
+
+
 def sha256_hex(data: bytes) -> str:
     """The SHA-256 of ``data`` as hex, the checksum checkpoint sidecars record."""
     return hashlib.sha256(data).hexdigest()

@@ -42,14 +42,20 @@ from torch import nn
 
 from effvid.engine.distributed import unwrap_model
 from effvid.errors import CheckpointError, ConfigError
-from effvid.io import atomic_write, read_safetensors, safetensors_bytes, sha256_hex
+from effvid.io import (
+    CHECKPOINT_FORMAT,
+    atomic_write,
+    checkpoint_files,
+    checkpoint_stem,
+    read_safetensors,
+    safetensors_bytes,
+    sha256_hex,
+)
 from effvid.models.registry import create_from_spec
 from effvid.spec import ArchSpec
 
-FORMAT = "effvid-checkpoint"
 STATE_FORMAT = "effvid-training-state"
 VERSION = 1
-_SUFFIXES = (".safetensors", ".state.pt", ".json")
 _EPOCH_RE = re.compile(r"^epoch_(\d+)\.json$")
 _EPOCH_STEM_RE = re.compile(r"^epoch_(\d+)$")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -63,20 +69,6 @@ def epoch_stem(run_dir: str | Path, epoch: int) -> Path:
 def best_stem(run_dir: str | Path) -> Path:
     """The stem of the best-validation checkpoint in ``run_dir``."""
     return Path(run_dir) / "checkpoints" / "best"
-
-
-def checkpoint_stem(path: str | Path) -> Path:
-    """The stem of a checkpoint given its stem or any of its three files."""
-    path = Path(path)
-    for suffix in _SUFFIXES:
-        if path.name.endswith(suffix):
-            return path.with_name(path.name[: -len(suffix)])
-    return path
-
-
-def _files(stem: Path) -> tuple[Path, Path, Path]:
-    return (stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".state.pt"),
-            stem.with_name(stem.name + ".json"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -171,11 +163,11 @@ def save_checkpoint(stem: str | Path, *, model: nn.Module | Mapping[str, torch.T
     must be JSON-serialisable.
     """
     stem = checkpoint_stem(stem)
-    weights_path, state_path, sidecar_path = _files(stem)
+    weights_path, state_path, sidecar_path = checkpoint_files(stem)
     if spec is None and isinstance(model, nn.Module):
         spec = getattr(unwrap_model(model), "spec", None)
     sidecar = {
-        "format": FORMAT,
+        "format": CHECKPOINT_FORMAT,
         "version": VERSION,
         "spec": spec.to_dict() if spec is not None else None,
         "class_names": list(class_names),
@@ -189,7 +181,7 @@ def save_checkpoint(stem: str | Path, *, model: nn.Module | Mapping[str, torch.T
     }
     json.dumps(sidecar)  # a non-serialisable field fails here, before any file is touched
     sidecar_path.unlink(missing_ok=True)
-    data = safetensors_bytes(_weights(model), metadata={"format": FORMAT})
+    data = safetensors_bytes(_weights(model), metadata={"format": CHECKPOINT_FORMAT})
     atomic_write(weights_path, lambda f: f.write(data))
     if state is not None:
         atomic_write(state_path, lambda f: torch.save(dict(state), f))
@@ -203,7 +195,7 @@ def save_checkpoint(stem: str | Path, *, model: nn.Module | Mapping[str, torch.T
 
 def remove_checkpoint(stem: str | Path) -> None:
     """Delete a checkpoint, sidecar first so it is never seen half-deleted as complete."""
-    for path in reversed(_files(checkpoint_stem(stem))):
+    for path in reversed(checkpoint_files(checkpoint_stem(stem))):
         path.unlink(missing_ok=True)
 
 
@@ -221,7 +213,7 @@ def read_sidecar(path: str | Path) -> dict[str, Any]:
     not be matched to the model's outputs; ``weights_sha256`` is a hex digest when present.
     """
     stem = checkpoint_stem(path)
-    weights_path, _, sidecar_path = _files(stem)
+    weights_path, _, sidecar_path = checkpoint_files(stem)
     if not sidecar_path.exists():
         if weights_path.exists():
             raise CheckpointError(f"{weights_path}: not a complete effvid checkpoint (its sidecar "
@@ -235,8 +227,8 @@ def read_sidecar(path: str | Path) -> dict[str, Any]:
         meta = json.loads(sidecar_path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{sidecar_path}: unreadable checkpoint sidecar ({type(exc).__name__})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise CheckpointError(f"{sidecar_path}: not an effvid checkpoint sidecar (no format marker {FORMAT!r})")
+    if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{sidecar_path}: not an effvid checkpoint sidecar (no format marker {CHECKPOINT_FORMAT!r})")
     if meta.get("version") != VERSION:
         raise CheckpointError(f"{sidecar_path}: checkpoint format version {meta.get('version')!r} "
                               f"is not supported (this effvid reads version {VERSION})")
@@ -287,7 +279,7 @@ def verify_weights(path: str | Path) -> dict[str, Any]:
     :class:`CheckpointError` naming it). For commands that need only the sidecar, such as
     ``effvid flops``, so that a broken checkpoint is refused there too."""
     meta = read_sidecar(path)
-    weights_path = _files(checkpoint_stem(path))[0]
+    weights_path = checkpoint_files(checkpoint_stem(path))[0]
     digest = hashlib.sha256()
     try:
         with open(weights_path, "rb") as f:
@@ -310,7 +302,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu"
     corrupt raises :class:`CheckpointError` naming the file.
     """
     meta = read_sidecar(path)
-    tensors = read_safetensors(_files(checkpoint_stem(path))[0], sha256=meta.get("weights_sha256"))
+    tensors = read_safetensors(checkpoint_files(checkpoint_stem(path))[0], sha256=meta.get("weights_sha256"))
     if str(map_location) != "cpu":
         tensors = {k: v.to(map_location) for k, v in tensors.items()}
     return tensors, meta
@@ -329,7 +321,7 @@ def load_training_state(path: str | Path, map_location: str | torch.device = "cp
     """
     meta = read_sidecar(path)
     stem = checkpoint_stem(path)
-    state_path = _files(stem)[1]
+    state_path = checkpoint_files(stem)[1]
     if not state_path.exists():
         raise CheckpointError(f"{state_path}: this checkpoint has no training state to resume from")
     try:
@@ -376,7 +368,7 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, state: Mapping[str, A
     into SGD is accepted, then SGD misses ``momentum``), so the hyperparameter names of every
     parameter group are compared too.
     """
-    state_path = _files(checkpoint_stem(path))[1]
+    state_path = checkpoint_files(checkpoint_stem(path))[1]
     saved = state.get("optimizer")
     groups = saved.get("param_groups") if isinstance(saved, Mapping) else None
     saved_by = _optimizer_kind(groups[0]) if isinstance(groups, list) and groups and isinstance(groups[0], Mapping) \
@@ -424,7 +416,7 @@ def find_last_complete(run_dir: str | Path, *, require_state: bool = True) -> Pa
                         reverse=True)
     for _, sidecar in candidates:
         stem = checkpoint_stem(sidecar)
-        weights_path, state_path, _ = _files(stem)
+        weights_path, state_path, _ = checkpoint_files(stem)
         try:
             meta = read_sidecar(stem)
         except CheckpointError:

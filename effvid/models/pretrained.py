@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from effvid.errors import CheckpointError, ConfigError, EffvidError
-from effvid.io import read_json, read_safetensors
+from effvid.io import CHECKPOINT_FORMAT, checkpoint_files, checkpoint_stem, read_json, read_safetensors
 from effvid.models.base import ModelBase
 from effvid.models.slowfast import SlowFast
 from effvid.models.x3d import X3D
@@ -35,9 +35,6 @@ SOURCES: tuple[str, ...] = get_args(Source)
 CONTAINER_KEYS = ("model_state", "state_dict", "model")
 WRAPPER_PREFIXES = ("module.", "model.")
 MAX_LISTED = 25
-# An effvid checkpoint: <stem>.safetensors + <stem>.json (engine/checkpoint.py writes them).
-EFFVID_FORMAT = "effvid-checkpoint"
-EFFVID_SUFFIXES = (".safetensors", ".state.pt", ".json")
 
 # PySlowFast -> PyTorchVideo module paths. A rule is (regex on PySlowFast's module path,
 # template of ours). Group ``s`` is PySlowFast's stage number (s1 = stem, s2..s5 = res2..res5),
@@ -156,18 +153,10 @@ def _read(path: Path, source: str) -> dict[str, torch.Tensor]:
     stem or any of its files whose sidecar exists is read and checked against the sidecar's
     SHA-256; any other file is read by :func:`read_state_dict`."""
     if source == "effvid":
-        stem = _effvid_stem(path)
-        sidecar = stem.with_name(stem.name + ".json")
+        weights, _, sidecar = checkpoint_files(checkpoint_stem(path))
         if sidecar.is_file():
-            return _read_effvid(stem.with_name(stem.name + ".safetensors"), sidecar)
+            return _read_effvid(weights, sidecar)
     return read_state_dict(path)
-
-
-def _effvid_stem(path: Path) -> Path:
-    for suffix in EFFVID_SUFFIXES:
-        if path.name.endswith(suffix):
-            return path.with_name(path.name[: -len(suffix)])
-    return path
 
 
 def _read_effvid(weights: Path, sidecar: Path) -> dict[str, torch.Tensor]:
@@ -175,8 +164,8 @@ def _read_effvid(weights: Path, sidecar: Path) -> dict[str, torch.Tensor]:
         meta = read_json(sidecar, what="checkpoint sidecar")
     except EffvidError as exc:
         raise CheckpointError(str(exc)) from None
-    if not isinstance(meta, dict) or meta.get("format") != EFFVID_FORMAT:
-        raise CheckpointError(f"{sidecar}: not an effvid checkpoint sidecar (no format marker {EFFVID_FORMAT!r})")
+    if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{sidecar}: not an effvid checkpoint sidecar (no format marker {CHECKPOINT_FORMAT!r})")
     return read_safetensors(weights, sha256=meta.get("weights_sha256"))
 
 
