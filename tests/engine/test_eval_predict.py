@@ -48,6 +48,8 @@ def test_known_case_metrics(constant_checkpoint, synth_micro, tiny_spec):
 def test_multiview_probabilities_are_view_averages(synth_micro, tiny_spec):
     torch.manual_seed(1)
     model = create_from_spec(tiny_spec()).eval()
+    with torch.no_grad():  # an untrained head is near uniform; sharpen it so the views' difference shows
+        model.get_classifier().weight.mul_(100)
     annotation = load_annotations(synth_micro.annotations["val"])
     result = evaluate(model, annotation, views=(3, 1), num_workers=0, batch_size=5, count_cost=False)
     dataset = VideoDataset(annotation, spec=model.spec, train=False, num_clips=3, num_crops=1)
@@ -57,7 +59,7 @@ def test_multiview_probabilities_are_view_averages(synth_micro, tiny_spec):
             expected = torch.softmax(model(views), dim=-1).mean(dim=0)
             assert torch.allclose(result.video_probs[video], expected, atol=1e-5)
             single = torch.softmax(model(views[:1]), dim=-1)[0]
-            assert not torch.allclose(single, expected, atol=1e-4)  # the views do differ
+            assert not torch.allclose(single, expected, atol=1e-3)  # the views do differ
 
 
 def test_eval_cli_round_trip_uses_recorded_val_set(constant_checkpoint, synth_micro, capsys, tmp_path):
