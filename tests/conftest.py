@@ -1,4 +1,4 @@
-"""Shared test fixtures: small real videos whose frames encode their own index."""
+"""Shared test fixtures: small real videos whose frames encode their own index, a micro SynthActions set."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from effvid.data.synthetic import SynthPreset, generate
 from effvid.data.video_writer import write_video
 from videotools import index_frame
 
@@ -23,6 +24,13 @@ def make_index_video(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return make
+
+
+@pytest.fixture(scope="session")
+def synth_micro(tmp_path_factory: pytest.TempPathFactory):
+    """SynthActions with 3 videos per class (32 train, 16 val) of 32x32 pixels and 16-20 frames."""
+    preset = SynthPreset("micro", videos_per_class=3, size=32, min_frames=16, max_frames=20)
+    return generate(tmp_path_factory.mktemp("synth-micro"), preset=preset, seed=0, workers=2)
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -27,11 +27,14 @@ from effvid.spec import ArchSpec
 class PretrainedConfig:
     """Weights to start from: a checkpoint ``path`` in ``source``'s layout (effvid, torchvision,
     PyTorchVideo or PySlowFast), loaded strictly by :func:`effvid.models.load_pretrained`.
-    A classifier for another class count is replaced when ``replace_head`` is true."""
+    A classifier for another class count is replaced when ``replace_head`` is true. ``into``
+    names the submodule to fill (a dynamic model's branch, e.g. ``branches.0``; empty: the
+    whole model), so each part of a composite model can start from its own checkpoint."""
 
     path: str
     source: Literal["effvid", "torchvision", "pytorchvideo", "pyslowfast"] = "effvid"
     replace_head: bool = True
+    into: str = ""
 
 
 class _ModelConfigBase:
@@ -39,7 +42,8 @@ class _ModelConfigBase:
 
     Every :class:`~effvid.spec.ArchSpec` field but ``name`` is an optional override here (the
     fields are read from ArchSpec itself, so the two cannot drift apart); ``num_classes`` comes
-    from the training annotation unless given. ``pretrained`` loads weights after building.
+    from the training annotation unless given. ``pretrained`` (one entry or a list, each into
+its own submodule) loads weights after building.
     """
 
     name: str | None
@@ -82,7 +86,7 @@ ModelConfig = dataclasses.make_dataclass(
     [("name", str | None, dataclasses.field(default=None)),
      ("spec", dict[str, Any] | None, dataclasses.field(default=None)),
      *((name, _SPEC_TYPES[name] | None, dataclasses.field(default=None)) for name in _SPEC_FIELDS),
-     ("pretrained", PretrainedConfig | None, dataclasses.field(default=None))],
+     ("pretrained", PretrainedConfig | list[PretrainedConfig] | None, dataclasses.field(default=None))],
     bases=(_ModelConfigBase,), frozen=True)
 ModelConfig.__module__ = __name__
 ModelConfig.__doc__ = _ModelConfigBase.__doc__

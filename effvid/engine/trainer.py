@@ -69,7 +69,7 @@ from effvid.engine.run_report import CONFUSION_PNG, write_run_report
 from effvid.engine.rundir import check_run_dir, config_changes, remove_stale_temp_files, run_lock
 from effvid.engine.schedules import build_lr_scheduler, build_optimizer
 from effvid.engine.trackers import Tracker, open_tracker
-from effvid.engine.train_config import TrainConfig
+from effvid.engine.train_config import PretrainedConfig, TrainConfig
 from effvid.errors import CheckpointError, ConfigError, EffvidError
 from effvid.io import write_text
 from effvid.models import is_dynamic, load_pretrained
@@ -155,12 +155,13 @@ class _Run:
                                   "use mAP")
             test_transform(self.spec, num_crops=data.val_views[1])
         self.model = create_from_spec(self.spec)
-        if cfg.model.pretrained is not None:
-            weights = cfg.model.pretrained
-            report = load_pretrained(self.model, weights.path, weights.source, replace_head=weights.replace_head)
+        for weights in _pretrained_entries(cfg.model.pretrained):
+            report = load_pretrained(_pretrained_target(self.model, weights.into), weights.path, weights.source,
+                                     replace_head=weights.replace_head)
             if self.main:
                 head = ", classifier replaced" if report.kept and weights.replace_head else ""
-                logger.info(f"pretrained {weights.path} ({weights.source}): {report.loaded} tensors loaded{head}")
+                into = f" into {weights.into}" if weights.into else ""
+                logger.info(f"pretrained {weights.path} ({weights.source}){into}: {report.loaded} tensors loaded{head}")
         if cfg.init_from is not None:
             stem = ckpt.resolve_checkpoint(cfg.init_from)
             state, _ = ckpt.load_checkpoint(stem)
@@ -560,6 +561,24 @@ def _trim_metrics(path: Path, epochs_done: int) -> None:
         except json.JSONDecodeError:
             continue  # a line cut off by a kill
     write_text(path, "".join(k + "\n" for k in kept))
+
+
+def _pretrained_entries(pretrained: PretrainedConfig | list[PretrainedConfig] | None) -> list[PretrainedConfig]:
+    if pretrained is None:
+        return []
+    return pretrained if isinstance(pretrained, list) else [pretrained]
+
+
+def _pretrained_target(model: nn.Module, into: str) -> nn.Module:
+    """The submodule ``into`` names (``model`` itself for ``""``); a wrong name is a :class:`ConfigError`."""
+    if not into:
+        return model
+    try:
+        return model.get_submodule(into)
+    except AttributeError:
+        parts = sorted({name.split(".")[0] for name, _ in model.named_children()})
+        raise ConfigError(f"model.pretrained.into: {type(model).__name__} has no submodule {into!r} "
+                          f"(top-level parts: {', '.join(parts)})") from None
 
 
 def _summary(epoch: int, epochs: int, stage: str, losses: dict[str, float], lr: float, val: dict[str, Any],

@@ -1,4 +1,4 @@
-"""Fixtures for the trainer, evaluation and CLI tests: a micro SynthActions set and tiny configs."""
+"""Fixtures for the trainer, evaluation and CLI tests: tiny configs and the toy plugin method."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import pytest
 import yaml
 
 from effvid.config import deep_merge
-from effvid.data.synthetic import SynthPreset, generate
 from effvid.spec import ArchSpec
 
 PLUGIN = Path(__file__).resolve().parents[1] / "plugins" / "effvid_toy_skip.py"
@@ -31,13 +30,6 @@ def tiny_spec() -> Callable[[int], ArchSpec]:
         return ArchSpec(num_classes=num_classes, **fields)
 
     return make
-
-
-@pytest.fixture(scope="session")
-def synth_micro(tmp_path_factory: pytest.TempPathFactory):
-    """SynthActions with 3 videos per class (32 train, 16 val) of 32x32 pixels and 16-20 frames."""
-    preset = SynthPreset("micro", videos_per_class=3, size=32, min_frames=16, max_frames=20)
-    return generate(tmp_path_factory.mktemp("synth-micro"), preset=preset, seed=0, workers=2)
 
 
 @pytest.fixture

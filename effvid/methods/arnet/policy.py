@@ -1,0 +1,109 @@
+"""AR-Net's policy network (Eq. 1-3): a light 2D extractor, an LSTM cell, a linear layer to actions.
+
+Each frame is resized to the lowest resolution and pooled to a feature vector by the extractor
+(MobileNetV2 by default; its classifier serves as the lowest resolution's branch, Psi_{L-1} =
+Phi). An LSTM cell integrates the features of the frames the policy decides on, and a linear
+layer on its hidden state gives the action logits, initialised N(0, 0.001) with zero bias as the
+authors do, so an untrained policy draws near-uniform actions.
+
+:meth:`Policy.decide` walks the frames in order. Training draws straight-through Gumbel-softmax
+one-hots at temperature ``tau`` (forward one-hot, gradient of the relaxed sample); inference
+takes the argmax (or a Gumbel-max draw with ``sample=True``). While a skip runs, the LSTM is not
+stepped and its state is held (``skip_state="hold"``): the paper says the skipped frames are
+skipped by the policy too, so the policy neither pays for nor remembers them. ``"integrate"``
+is the authors' code: the cell state keeps integrating every frame, the hidden state is held.
+Only the videos deciding at a frame run the LSTM step and the action layer (rows gathered), so
+at inference a skipped frame costs the policy nothing but its extractor pass, which runs on all
+frames of the video in one batch before the loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from effvid.methods.arnet.actions import SkipCounter
+from effvid.methods.common.gumbel import gumbel_softmax_st
+from effvid.models.layers import FrameModel
+
+
+@dataclass
+class Decisions:
+    """A batch's decisions over ``T`` frames: ``onehot (B, T, A)`` (straight-through in training),
+    ``actions (B, T)`` the action in force at each frame, ``decided (B, T)`` where a fresh decision
+    was made, ``lstm_steps (B,)`` how many LSTM steps each video ran."""
+
+    onehot: Tensor
+    actions: Tensor
+    decided: Tensor
+    lstm_steps: Tensor
+
+
+class Policy(nn.Module):
+    """Extractor, LSTM cell and action layer (module docstring)."""
+
+    def __init__(self, extractor: FrameModel, *, hidden: int, num_actions: int) -> None:
+        super().__init__()
+        self.extractor = extractor
+        self.lstm = nn.LSTMCell(extractor.num_features, hidden)
+        self.actions = nn.Linear(hidden, num_actions)
+        nn.init.normal_(self.actions.weight, 0.0, 0.001)
+        nn.init.zeros_(self.actions.bias)
+
+    @property
+    def hidden(self) -> int:
+        return self.lstm.hidden_size
+
+    def features(self, frames: Tensor) -> Tensor:
+        """Pooled extractor features ``(N, F)`` of low-resolution frames ``(N, C, h, w)``."""
+        return self.extractor.forward_frames(frames).mean(dim=(2, 3))
+
+    def decide(self, features: Tensor, *, tau: float, sample: bool, counter: SkipCounter,
+               integrate_skipped: bool) -> Decisions:
+        """Decisions for the frames whose pooled features are ``features (B, T, F)`` (module docstring)."""
+        b, t, _ = features.shape
+        h = features.new_zeros(b, self.hidden)
+        c = features.new_zeros(b, self.hidden)
+        onehot = features.new_zeros(b, self.actions.out_features)
+        onehots, actions, decided = [], [], []
+        steps = torch.zeros(b, dtype=torch.long, device=features.device)
+        for i in range(t):
+            deciding = counter.deciding()
+            rows = deciding.nonzero().flatten()
+            if integrate_skipped:
+                h_all, c = self.lstm(features[:, i], (h, c))
+                h = h.index_copy(0, rows, h_all.index_select(0, rows))
+                steps = steps + 1
+            elif rows.numel():
+                h_rows, c_rows = self.lstm(features[rows, i], (h.index_select(0, rows), c.index_select(0, rows)))
+                h, c = h.index_copy(0, rows, h_rows), c.index_copy(0, rows, c_rows)
+                steps = steps + deciding.long()
+            if rows.numel():
+                logits = self.actions(h.index_select(0, rows))
+                onehot = onehot.index_copy(0, rows, gumbel_softmax_st(logits, tau, noise=sample))
+            action = onehot.argmax(dim=-1)
+            counter.advance(action)
+            onehots.append(onehot)
+            actions.append(action)
+            decided.append(deciding)
+        return Decisions(torch.stack(onehots, 1), torch.stack(actions, 1), torch.stack(decided, 1), steps)
+
+
+def random_decisions(batch: int, num_frames: int, probs: Tensor, *, counter: SkipCounter) -> Decisions:
+    """The Random Policy baseline: at every decision point an action drawn from ``probs (A,)``."""
+    onehot = probs.new_zeros(batch, probs.numel())
+    onehots, actions, decided = [], [], []
+    for _ in range(num_frames):
+        deciding = counter.deciding()
+        draw = torch.multinomial(probs, batch, replacement=True)
+        fresh = torch.zeros_like(onehot).scatter_(1, draw[:, None], 1.0)
+        onehot = torch.where(deciding[:, None], fresh, onehot)
+        action = onehot.argmax(dim=-1)
+        counter.advance(action)
+        onehots.append(onehot)
+        actions.append(action)
+        decided.append(deciding)
+    steps = torch.zeros(batch, dtype=torch.long, device=probs.device)
+    return Decisions(torch.stack(onehots, 1), torch.stack(actions, 1), torch.stack(decided, 1), steps)
