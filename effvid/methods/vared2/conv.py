@@ -1,0 +1,220 @@
+"""The dynamic convolution (thesis Eq. 3.1-3.3, 3.5, appendix A.1-A.2).
+
+A :class:`DynamicConv3d` replaces one ``nn.Conv3d`` (groups 1) and keeps its ``weight`` and
+``bias`` under the same names, so a trained base network's state dict loads into it. Its
+:class:`~effvid.methods.vared2.gate.SoftModulationGate` weighs, per clip, the temporal choices
+``R = 1, 2, 4`` (compute every R-th output frame: the temporal stride times R) and the channel
+choices ``r = 1, 1/2, 1/4`` (compute the first ``r C_out`` filters). What is not computed is
+rebuilt by cheap operations (:mod:`effvid.methods.vared2.cheap`: a GhostNet depthwise
+convolution for channels, a copy of the previous computed frame for time; why and what they
+cost is written there).
+
+The output is Eq. 3.5, channel path first: ``Z = sum_i V_c[i] [Y[:k_i], Phi_c^i(Y[:k_i])]`` on
+the computed frames, then ``out = sum_j V_t[j] rebuild_R_j(Z[::R_j / R_s])``, where ``Y`` is the
+convolution with the first ``k_s`` filters at temporal stride ``R_s`` (A.1):
+
+* training computes the largest choice (``k_s = C_out``, ``R_s = 1``) once and slices every
+  smaller choice from it (shared weights), so the convolution's cost does not grow with the
+  search space; only the cheap rebuilds, one per smaller channel choice, do;
+* inference (eval mode) computes, per clip, only the largest choice whose weight is non-zero:
+  the first ``k_s`` filters (views prepared once per choice, never sliced per call) on every
+  ``R_s``-th frame (the input frames are strided when the kernel is 1 frame long), rebuilds
+  the rest into one preallocated output, and computes nothing when every weight of an axis is
+  zero (the output is then exactly zero). A batch of one runs the chosen convolution
+  directly; a larger batch groups the clips by their pattern of non-zero weights
+  (:func:`~effvid.methods.common.grouping.group_rows`) and runs each group once.
+
+Training and inference evaluate the same formula, so for equal gate weights their outputs
+are equal. Cost per clip, from the decisions: :meth:`DynamicConv3d.cost_tables`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from effvid.methods.common.grouping import group_rows, scatter_rows
+from effvid.methods.vared2.cheap import ChannelRebuild, repeat_frames, write
+from effvid.methods.vared2.gate import GateOutput, SoftModulationGate
+
+Triple = tuple[int, int, int]
+
+
+class DynamicConv3d(nn.Module):
+    """A VA-RED2 convolution with its gate and cheap rebuilds (module docstring)."""
+
+    def __init__(self, *, in_channels: int, out_channels: int, kernel_size: Triple, stride: Triple = (1, 1, 1),
+                 padding: Triple = (0, 0, 0), dilation: Triple = (1, 1, 1), bias: bool = False, in_frames: int,
+                 temporal_choices: int = 2, channel_choices: int = 2, hidden: int = 32, cheap_kernel: int = 3,
+                 full_bias: float = 1.0) -> None:
+        super().__init__()
+        if out_channels < 2 ** (channel_choices - 1):
+            raise ValueError(f"{out_channels} output channels are too few for {channel_choices} channel choices")
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.stride, self.padding, self.dilation = kernel_size, stride, padding, dilation
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, *kernel_size))
+        nn.init.kaiming_normal_(self.weight, mode="fan_out", nonlinearity="relu")
+        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
+        self.gate = SoftModulationGate(in_channels=in_channels, in_frames=in_frames, hidden=hidden,
+                                       temporal_choices=temporal_choices, channel_choices=channel_choices,
+                                       full_bias=full_bias)
+        self.keep = tuple(max(1, round(out_channels / 2**i)) for i in range(channel_choices))
+        self.strides = tuple(2**j for j in range(temporal_choices))
+        self.cheap = nn.ModuleList(ChannelRebuild(k, out_channels - k, cheap_kernel) for k in self.keep[1:])
+        self.slice_frames = kernel_size[0] == 1 and padding[0] == 0
+        self.last: GateOutput | None = None
+        self._views: tuple[Any, list[tuple[Tensor, Tensor | None]]] | None = None
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv3d, *, in_frames: int, **settings: Any) -> DynamicConv3d:
+        """A dynamic convolution sharing ``conv``'s weight and bias parameters; ``settings`` are
+        the gate and search-space keywords of the constructor."""
+        if conv.groups != 1 or not isinstance(conv.padding, tuple):
+            raise ValueError("VA-RED2 wraps dense convolutions with explicit padding (groups 1)")
+        module = cls(in_channels=conv.in_channels, out_channels=conv.out_channels, kernel_size=conv.kernel_size,
+                     stride=conv.stride, padding=conv.padding, dilation=conv.dilation, bias=conv.bias is not None,
+                     in_frames=in_frames, **settings)
+        module.weight = conv.weight
+        module.bias = conv.bias
+        return module
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"keep={self.keep}, temporal_strides={self.strides}")
+
+    # -----------------------------------------------------------------------------------------
+    # Geometry and cost
+
+    def out_size(self, in_size: Triple) -> Triple:
+        """Output ``(T, H, W)`` of the full convolution for an input of ``in_size``."""
+        return tuple(  # type: ignore[return-value]
+            (n + 2 * p - d * (k - 1) - 1) // s + 1
+            for n, k, s, p, d in zip(in_size, self.kernel_size, self.stride, self.padding, self.dilation)
+        )
+
+    def cost_tables(self, out_size: Triple) -> tuple[list[list[int]], list[list[int]]]:
+        """MACs of one clip at output size ``out_size``: ``conv[i][j]`` of the convolution
+        computing channel choice ``i`` at temporal choice ``j``, and ``cheap[i][j]`` of
+        rebuilding channel choice ``i`` on the frames that choice ``j`` computes (0 for ``i = 0``).
+        The temporal rebuild is a copy (no MACs); the gate's MACs are ``gate.macs``."""
+        frames, height, width = out_size
+        per_filter = self.in_channels * math.prod(self.kernel_size) * height * width
+        conv, cheap = [], []
+        for i, k in enumerate(self.keep):
+            computed = [math.ceil(frames / r) for r in self.strides]
+            conv.append([k * per_filter * t for t in computed])
+            cheap.append([0 if i == 0 else self.cheap[i - 1].macs(t * height * width) for t in computed])
+        return conv, cheap
+
+    # -----------------------------------------------------------------------------------------
+    # Forward
+
+    def forward(self, x: Tensor) -> Tensor:
+        gate = self.gate(x)
+        self.last = gate
+        if self.training:
+            channels = list(range(len(self.keep)))
+            times = list(range(len(self.strides)))
+            return self._mix(self._conv(x, 0, 0), gate.v_c, gate.v_t, channels, times, self.out_size(x.shape[2:])[0])
+        return self._infer(x, gate.v_c, gate.v_t)
+
+    def _weights(self, choice: int) -> tuple[Tensor, Tensor | None]:
+        """The first ``keep[choice]`` filters: the parameters themselves in training, views
+        prepared once per weight storage at inference."""
+        if self.training:
+            k = self.keep[choice]
+            return self.weight[:k], None if self.bias is None else self.bias[:k]
+        key = (self.weight.data_ptr(), self.weight.stride(), self.weight.device, self.weight.dtype,
+               None if self.bias is None else self.bias.data_ptr())
+        if self._views is None or self._views[0] != key:
+            weight = self.weight.detach()
+            bias = None if self.bias is None else self.bias.detach()
+            self._views = (key, [(weight[:k], None if bias is None else bias[:k]) for k in self.keep])
+        return self._views[1][choice]
+
+    def _conv(self, x: Tensor, channel: int, time: int) -> Tensor:
+        """The convolution of channel choice ``channel`` at temporal choice ``time``."""
+        weight, bias = (self.weight, self.bias) if self.training and channel == 0 else self._weights(channel)
+        step = self.stride[0] * self.strides[time]
+        if self.slice_frames:
+            x = x[:, :, ::step] if step > 1 else x
+            stride = (1, self.stride[1], self.stride[2])
+        else:
+            stride = (step, self.stride[1], self.stride[2])
+        return F.conv3d(x, weight, bias, stride, self.padding, self.dilation)
+
+    def _infer(self, x: Tensor, v_c: Tensor, v_t: Tensor) -> Tensor:
+        """Eval mode: each clip computes only its largest non-zero choice (module docstring)."""
+        active_c, active_t = v_c > 0, v_t > 0
+        if x.shape[0] == 1:
+            return self._run(x, v_c, v_t, active_c[0].tolist(), active_t[0].tolist())
+        bits_c = 2 ** torch.arange(active_c.shape[1], device=x.device)
+        bits_t = 2 ** torch.arange(active_c.shape[1], active_c.shape[1] + active_t.shape[1], device=x.device)
+        keys = (active_c.long() * bits_c).sum(1) + (active_t.long() * bits_t).sum(1)
+        groups = list(group_rows(keys))
+        if len(groups) == 1:
+            return self._run(x, v_c, v_t, active_c[0].tolist(), active_t[0].tolist())
+        out: Tensor | None = None
+        for key, rows in groups:
+            pattern = [bool(key >> b & 1) for b in range(active_c.shape[1] + active_t.shape[1])]
+            part = self._run(x.index_select(0, rows), v_c.index_select(0, rows), v_t.index_select(0, rows),
+                             pattern[: active_c.shape[1]], pattern[active_c.shape[1] :])
+            if out is None:
+                out = _empty(part, (x.shape[0], *part.shape[1:]))
+            scatter_rows(out, rows, part)
+        assert out is not None
+        return out
+
+    def _run(self, x: Tensor, v_c: Tensor, v_t: Tensor, active_c: list[bool], active_t: list[bool]) -> Tensor:
+        """Clips sharing one pattern of non-zero weights: the largest active choice, then the mix."""
+        out_size = self.out_size(x.shape[2:])
+        if not any(active_c) or not any(active_t):
+            return x.new_zeros((x.shape[0], self.out_channels, *out_size))
+        channels = [i for i, on in enumerate(active_c) if on]
+        times = [j for j, on in enumerate(active_t) if on]
+        return self._mix(self._conv(x, channels[0], times[0]), v_c, v_t, channels, times, out_size[0])
+
+    def _mix(self, y: Tensor, v_c: Tensor, v_t: Tensor, channels: list[int], times: list[int],
+             out_frames: int) -> Tensor:
+        """Eq. 3.5 from ``y``, the convolution of choices ``channels[0]`` and ``times[0]``, over
+        the active ``channels`` and ``times`` (ascending indices)."""
+        batch, _, frames, height, width = y.shape
+        c_out = self.out_channels
+        scale: Tensor | None
+        if channels == [0]:
+            z, scale = y, v_c[:, 0]
+        else:
+            z, scale = _empty(y, (batch, c_out, frames, height, width)), None
+            for n, i in enumerate(channels):
+                k = self.keep[i]
+                weight = v_c[:, i].view(batch, 1, 1, 1, 1)
+                computed = y[:, :k] if k < y.shape[1] else y
+                write(z[:, :k], computed, weight, accumulate=n > 0)
+                if k < c_out:
+                    write(z[:, k:], self.cheap[i - 1](computed), weight, accumulate=n > 0)
+        v_t = v_t if scale is None else v_t * scale[:, None]
+        first = self.strides[times[0]]
+        if times == [0]:
+            return z * v_t[:, 0].view(batch, 1, 1, 1, 1)
+        out = _empty(z, (batch, c_out, out_frames, height, width))
+        for n, j in enumerate(times):
+            step = self.strides[j] // first
+            weight = v_t[:, j].view(batch, 1, 1, 1, 1)
+            computed = z[:, :, ::step] if step > 1 else z
+            if self.strides[j] == 1:
+                write(out, computed, weight, accumulate=n > 0)
+            else:
+                repeat_frames(out, computed, weight, self.strides[j], accumulate=n > 0)
+        return out
+
+
+def _empty(like: Tensor, shape: tuple[int, ...]) -> Tensor:
+    """An uninitialised tensor of ``shape`` in ``like``'s memory format (channels-last stays so)."""
+    channels_last = like.dim() == 5 and not like.is_contiguous() and like.is_contiguous(
+        memory_format=torch.channels_last_3d)
+    fmt = torch.channels_last_3d if channels_last else torch.contiguous_format
+    return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=fmt)

@@ -1,0 +1,74 @@
+"""The soft modulation gate (thesis Eq. 3.4): per convolution, how much of each axis to compute.
+
+``[V_t, V_c] = max(tanh(FC2(tanh(BN(FC1(G(X))))) + beta), 0)``: ``G`` pools the input over
+space and keeps time (``C_in x T`` features), ``FC1`` maps them to ``D_h``, ``FC2`` (with the bias
+``beta``) to ``S_t + S_c`` outputs. ``V_t[j]`` weighs the choice "temporal stride times 2^j",
+``V_c[i]`` the choice "first (1/2)^i of the filters"; both lie in ``[0, 1)``, and a zero weight
+means the choice is not computed at inference. An axis switched off (search space 1) has no
+gate output and a constant weight of 1.
+
+Cost per clip: ``C_in T D_h + D_h (S_t + S_c)`` MACs (the two linear layers; pooling, BN and
+tanh are not MACs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+
+@dataclass
+class GateOutput:
+    """One gate forward: weights ``v_t (B, S_t)`` and ``v_c (B, S_c)`` in ``[0, 1)`` and the
+    pre-activations ``a_t``, ``a_c`` they come from (``None`` for an axis switched off, whose
+    weight is a constant 1)."""
+
+    v_t: Tensor
+    v_c: Tensor
+    a_t: Tensor | None
+    a_c: Tensor | None
+
+
+class SoftModulationGate(nn.Module):
+    """Eq. 3.4 for a convolution whose input has ``in_channels`` x ``in_frames`` (module docstring)."""
+
+    def __init__(self, *, in_channels: int, in_frames: int, hidden: int, temporal_choices: int,
+                 channel_choices: int, full_bias: float = 1.0) -> None:
+        super().__init__()
+        self.in_channels = in_channels
+        self.in_frames = in_frames
+        self.temporal_choices = temporal_choices
+        self.channel_choices = channel_choices
+        self.n_t = temporal_choices if temporal_choices > 1 else 0
+        self.n_c = channel_choices if channel_choices > 1 else 0
+        self.fc1 = nn.Linear(in_channels * in_frames, hidden, bias=False)
+        self.bn = nn.BatchNorm1d(hidden)
+        self.fc2 = nn.Linear(hidden, self.n_t + self.n_c)
+        with torch.no_grad():
+            bias = torch.zeros(self.n_t + self.n_c)
+            if self.n_t:
+                bias[0] = full_bias
+            if self.n_c:
+                bias[self.n_t] = full_bias
+            self.fc2.bias.copy_(bias)
+
+    @property
+    def macs(self) -> int:
+        """MACs of one clip's gate."""
+        return self.fc1.in_features * self.fc1.out_features + self.fc2.in_features * self.fc2.out_features
+
+    def forward(self, x: Tensor) -> GateOutput:
+        """The weights for the clips of ``x (B, C_in, T, H, W)``; ``T`` must be ``in_frames``."""
+        if x.shape[1] != self.in_channels or x.shape[2] != self.in_frames:
+            raise ValueError(f"the gate was built for {self.in_channels} channels x {self.in_frames} frames, "
+                             f"got an input of shape {tuple(x.shape)} (VA-RED2 gates fix the clip length)")
+        pooled = x.mean(dim=(3, 4)).flatten(1)
+        a = self.fc2(torch.tanh(self.bn(self.fc1(pooled))))
+        v = torch.tanh(a).clamp_min(0.0)
+        ones = v.new_ones((x.shape[0], 1))
+        a_t, a_c = (a[:, : self.n_t] if self.n_t else None), (a[:, self.n_t :] if self.n_c else None)
+        v_t = v[:, : self.n_t] if self.n_t else ones
+        v_c = v[:, self.n_t :] if self.n_c else ones
+        return GateOutput(v_t=v_t, v_c=v_c, a_t=a_t, a_c=a_c)

@@ -1,0 +1,45 @@
+"""The soft modulation gate (Eq. 3.4): shapes, range, switched-off axes, cost."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from effvid.methods.vared2 import SoftModulationGate
+
+
+@pytest.mark.parametrize(("s_t", "s_c"), [(2, 2), (3, 3), (2, 3), (1, 3), (3, 1)])
+def test_gate_gives_one_weight_per_choice_in_zero_to_one(s_t, s_c):
+    gate = SoftModulationGate(in_channels=6, in_frames=4, hidden=5, temporal_choices=s_t, channel_choices=s_c)
+    with torch.no_grad():
+        gate.fc2.weight.normal_(0, 3.0)
+    out = gate(torch.randn(7, 6, 4, 5, 5))
+    assert out.v_t.shape == (7, s_t) and out.v_c.shape == (7, s_c)
+    for v in (out.v_t, out.v_c):
+        assert (v >= 0).all() and (v <= 1).all()  # [0, 1) in exact arithmetic; float32 tanh saturates
+    present = [v for v, s in ((out.v_t, s_t), (out.v_c, s_c)) if s > 1]
+    weights = torch.cat(present, 1)
+    assert (weights == 0).any() and (weights > 0).any()  # max(tanh, 0): exact zeros do occur
+
+
+def test_an_axis_switched_off_has_weight_one_and_no_output():
+    gate = SoftModulationGate(in_channels=3, in_frames=2, hidden=4, temporal_choices=1, channel_choices=2)
+    out = gate(torch.randn(2, 3, 2, 4, 4))
+    assert torch.equal(out.v_t, torch.ones(2, 1)) and out.a_t is None and out.a_c.shape == (2, 2)
+    assert gate.fc2.out_features == 2
+
+
+def test_gate_pools_space_keeps_time_and_counts_its_macs():
+    gate = SoftModulationGate(in_channels=3, in_frames=2, hidden=4, temporal_choices=2, channel_choices=3).eval()
+    x = torch.randn(1, 3, 2, 4, 4)
+    shuffled = x[..., torch.randperm(4), :]  # spatial order does not matter, frame order does
+    assert torch.allclose(gate(x).v_c, gate(shuffled).v_c, atol=1e-6)
+    assert gate.fc1.in_features == 3 * 2 and gate.macs == 3 * 2 * 4 + 4 * 5
+    with pytest.raises(ValueError, match="fix the clip length"):
+        gate(torch.randn(1, 3, 3, 4, 4))
+
+
+def test_full_choice_starts_preferred():
+    gate = SoftModulationGate(in_channels=3, in_frames=2, hidden=4, temporal_choices=2, channel_choices=2,
+                              full_bias=1.0)
+    assert gate.fc2.bias.tolist() == [1.0, 0.0, 1.0, 0.0]
