@@ -39,6 +39,7 @@ COMMANDS: dict[str, str] = {
     "predict": "predict",
     "demo": "demo",
     "shrink": "shrink",
+    "analyze": "analyze",
 }
 
 

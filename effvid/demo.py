@@ -1,14 +1,19 @@
-"""``effvid demo``: SynthActions, a base R(2+1)D trained on this CPU, its evaluation, PAS, and a report.
+"""``effvid demo``: SynthActions, networks trained on this CPU, each method's result, and a report.
 
-The demo is a chain of stages, one function each, all writing under one output folder:
+The demo is a chain of stages, one function each, all writing under one output folder; the
+``methods`` argument (``effvid demo --methods pas,arnet``) picks the method stages:
 
 1. :func:`stage_data` generates SynthActions for the preset if it is missing;
-2. :func:`stage_train_base` trains the base network from ``configs/demo/r2plus1d_synth_<preset>.yaml``
-   (resumes, or returns at once, if the run folder already holds it);
-3. :func:`stage_evaluate` evaluates the best checkpoint on the validation split;
-4. :func:`stage_pas` shrinks the base with PAS (:data:`PAS_ITERATIONS` iterations, resumable like
-   ``effvid shrink``) into ``OUT/pas`` and keeps its summary (Table-1-style table, ledger path);
-5. :func:`write_report` writes ``report.md`` (tables and plots) and returns the printed tables.
+2. ``pas``: :func:`stage_train_base` trains the base R(2+1)D from
+   ``configs/demo/r2plus1d_synth_<preset>.yaml`` (resumes, or returns at once, if the run folder
+   already holds it), :func:`stage_evaluate` evaluates it on the validation split, and
+   :func:`stage_pas` shrinks it with PAS (:data:`PAS_ITERATIONS` iterations, resumable like
+   ``effvid shrink``) into ``OUT/pas`` (Table-1-style table, ledger path);
+3. ``arnet``: :func:`stage_arnet` trains the Uniform TSN baseline and AR-Net from it into
+   ``OUT/arnet`` and compares them (accuracy, GMACs per video mean/min/max, batch-1 latency);
+4. :func:`write_report` writes ``report.md`` (tables and plots) and returns the printed tables.
+
+Tables show accuracy in percent; the ``--json`` summary keeps fractions, as ``effvid eval`` does.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from effvid.engine.evaluate import evaluate
 from effvid.engine.train_config import load_train_config
 from effvid.engine.trainer import train
 from effvid.errors import EffvidError
+from effvid.methods.arnet.demo_stage import run_demo_stage as run_arnet_stage
 from effvid.methods.pas.demo_stage import run_demo_stage
 from effvid.report.plots import plot_training_curves, read_metrics
 from effvid.report.tables import COST_COLUMNS, markdown_table
@@ -32,6 +38,8 @@ from effvid.report.tables import COST_COLUMNS, markdown_table
 logger = logging.getLogger(__name__)
 
 PRESETS = ("tiny", "small")
+METHODS = ("pas", "arnet")
+"""The method stages ``effvid demo`` can run, in the order it runs them (all by default)."""
 PAS_ITERATIONS = {"tiny": 2, "small": 3}
 """How many PAS iterations the demo runs after the base, per preset."""
 CONFIG_DIR = Path(__file__).resolve().parent / "configs" / "demo"
@@ -53,7 +61,9 @@ class DemoContext:
     base_config: Any = None  # TrainConfig of the base network
     base: Any = None  # TrainResult of the base network
     rows: list[dict[str, Any]] = field(default_factory=list)  # one table row per evaluated model
+    methods: tuple[str, ...] = METHODS
     pas: dict[str, Any] | None = None  # the PAS run's summary (run_demo_stage)
+    arnet: dict[str, Any] | None = None  # the AR-Net stage's rows and table
     plots: list[Path] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -118,25 +128,46 @@ def stage_pas(ctx: DemoContext) -> None:
     ctx.timings["pas_s"] = time.time() - start
 
 
+def stage_arnet(ctx: DemoContext) -> None:
+    """Train the Uniform TSN baseline and AR-Net from it on the same data; keep their comparison."""
+
+    start = time.time()
+    logger.info(f"demo: AR-Net in {ctx.out_dir / 'arnet'}")
+    ctx.arnet = run_arnet_stage(ctx.manifest.annotations, ctx.out_dir / "arnet", preset=ctx.preset,
+                                progress=ctx.progress)
+    ctx.timings["arnet_s"] = time.time() - start
+
+
 def write_report(ctx: DemoContext) -> str:
     """Write ``report.md`` with the results tables and the plots; returns the tables (markdown)."""
 
-    curves = plot_training_curves(read_metrics(Path(ctx.base.run_dir) / "metrics.jsonl"),
-                                  ctx.out_dir / "base_training.png", title="base R(2+1)D")
-    ctx.plots.insert(0, curves)
-    table = markdown_table(ctx.rows, TABLE_COLUMNS)
+    parts = []
+    if ctx.base is not None:
+        curves = plot_training_curves(read_metrics(Path(ctx.base.run_dir) / "metrics.jsonl"),
+                                      ctx.out_dir / "base_training.png", title="base R(2+1)D")
+        ctx.plots.insert(0, curves)
+        shown = [{**row, "video_top1": 100 * row["video_top1"], "video_top5": 100 * row["video_top5"]}
+                 for row in ctx.rows]
+        parts.append(markdown_table(shown, TABLE_COLUMNS))
     if ctx.pas is not None:
         sequence = ", ".join(f"epsilon_{op}" for op in ctx.pas["sequence"]) or "(none)"
-        table += (f"\n\nPAS from the base ({len(ctx.pas['iterations'])} iterations, selected [{sequence}]):\n\n"
-                  + ctx.pas["table_markdown"])
+        parts.append(f"PAS from the base ({len(ctx.pas['iterations'])} iterations, selected [{sequence}]):\n\n"
+                     + ctx.pas["table_markdown"])
+    if ctx.arnet is not None:
+        parts.append("AR-Net against the Uniform baseline (TSN ResNet-18 on every frame at full resolution), one "
+                     "centre view per video, batch-1 latency on 1 thread over validation clips:\n\n"
+                     + ctx.arnet["table_markdown"])
+    table = "\n\n".join(parts)
     total = sum(ctx.timings.values())
     lines = [f"# effvid demo ({ctx.preset})", "",
              f"SynthActions-{ctx.preset} ({ctx.manifest.counts['train']} training, {ctx.manifest.counts['val']} "
-             f"validation videos, {len(ctx.manifest.class_names)} classes), evaluated on the validation split.", "",
-             table, "",
-             "GMACs are multiply-accumulates of conv, linear and matmul per view at the input shape "
-             f"{'x'.join(map(str, ctx.rows[0]['input_shape']))}; clips/s is the measured forward throughput "
-             "on this machine.", ""]
+             f"validation videos, {len(ctx.manifest.class_names)} classes), evaluated on the validation split; "
+             "accuracy in percent.", "",
+             table, ""]
+    if ctx.rows:
+        lines += ["GMACs are multiply-accumulates of conv, linear and matmul per view at the input shape "
+                  f"{'x'.join(map(str, ctx.rows[0]['input_shape']))}; clips/s is the measured forward throughput "
+                  "on this machine.", ""]
     if ctx.pas is not None:
         lines += [f"PAS: accuracy in percent, CPU latency at batch 1; every hypothesis in `{ctx.pas['report']}`, "
                   f"the ledger in `{ctx.pas['ledger']}`.", ""]
@@ -147,10 +178,14 @@ def write_report(ctx: DemoContext) -> str:
 
 
 def summary(ctx: DemoContext) -> dict[str, Any]:
-    """The ``--json`` summary: metrics, checkpoints, report, the PAS results (``pas``) and timings."""
-    return {"preset": ctx.preset, "out_dir": str(ctx.out_dir), "data_dir": str(ctx.data_dir),
-            "report": str(ctx.out_dir / "report.md"), "base": ctx.base.to_dict(), "rows": ctx.rows,
-            "pas": _pas_summary(ctx.pas), "plots": [str(p) for p in ctx.plots], "timings_s": ctx.timings}
+    """The ``--json`` summary: metrics, checkpoints, report, the PAS results (``pas``), the AR-Net
+    comparison (``arnet``) and timings; a method that did not run is ``None``."""
+    arnet = None if ctx.arnet is None else {k: ctx.arnet[k] for k in ("rows", "checkpoints")}
+    return {"preset": ctx.preset, "methods": list(ctx.methods), "out_dir": str(ctx.out_dir),
+            "data_dir": str(ctx.data_dir), "report": str(ctx.out_dir / "report.md"),
+            "base": ctx.base.to_dict() if ctx.base is not None else None, "rows": ctx.rows,
+            "pas": _pas_summary(ctx.pas), "arnet": arnet, "plots": [str(p) for p in ctx.plots],
+            "timings_s": ctx.timings}
 
 
 def _pas_summary(pas: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -160,21 +195,39 @@ def _pas_summary(pas: dict[str, Any] | None) -> dict[str, Any] | None:
     return {key: pas[key] for key in ("ledger", "report", "run_dir", "sequence", "table", "iterations")}
 
 
+def parse_methods(text: str | None) -> tuple[str, ...]:
+    """``"pas,arnet"`` as the method stages to run, in demo order (``None``: all of them); an
+    unknown name is an :class:`EffvidError` listing the known ones."""
+    if text is None:
+        return METHODS
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in METHODS]
+    if unknown or not names:
+        raise EffvidError(f"--methods {text!r}: choose one or more of {', '.join(METHODS)} (comma-separated)")
+    return tuple(m for m in METHODS if m in names)
+
+
 def run_demo(preset: str = "small", out_dir: str | Path | None = None, *, data_dir: str | Path | None = None,
-             progress: bool | None = None) -> tuple[DemoContext, str]:
-    """Run every demo stage; returns the context and the results tables (markdown).
+             progress: bool | None = None, methods: tuple[str, ...] = METHODS) -> tuple[DemoContext, str]:
+    """Run the data stage and the stages of ``methods``; returns the context and the results tables (markdown).
 
-    Ray (the ``pas`` extra) is checked first, so a missing extra is one line before any
-    training, not a failure after the base has trained.
+    With PAS among them, Ray (the ``pas`` extra) is checked first, so a missing extra is one line
+    before any training, not a failure after the base has trained.
     """
-    from effvid.methods.pas.runner import import_ray
+    if "pas" in methods:
+        from effvid.methods.pas.runner import import_ray
 
-    import_ray()
+        import_ray()
     demo_config_path(preset)
     out = Path(out_dir) if out_dir is not None else Path("runs") / f"demo-{preset}"
     data = Path(data_dir) if data_dir is not None else Path("data") / f"synthactions-{preset}"
     out.mkdir(parents=True, exist_ok=True)
-    ctx = DemoContext(preset=preset, out_dir=out, data_dir=data, progress=progress)
-    for stage in (stage_data, stage_train_base, stage_evaluate, stage_pas):
+    ctx = DemoContext(preset=preset, out_dir=out, data_dir=data, progress=progress, methods=methods)
+    stages = [stage_data]
+    if "pas" in methods:
+        stages += [stage_train_base, stage_evaluate, stage_pas]
+    if "arnet" in methods:
+        stages.append(stage_arnet)
+    for stage in stages:
         stage(ctx)
     return ctx, write_report(ctx)

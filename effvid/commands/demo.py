@@ -1,4 +1,4 @@
-"""``effvid demo``: generate SynthActions, train and evaluate a base R(2+1)D on this CPU, shrink it with PAS, report."""
+"""``effvid demo``: generate SynthActions, train a base R(2+1)D and shrink it with PAS, train AR-Net against its Uniform baseline, report."""
 
 from __future__ import annotations
 
@@ -8,25 +8,27 @@ import argparse
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "demo",
-        help="SynthActions -> train a base R(2+1)D -> evaluate -> PAS -> report.md",
+        help="SynthActions -> base R(2+1)D -> PAS; Uniform TSN -> AR-Net -> report.md",
         description="Generate SynthActions if missing, train a small base R(2+1)D on this CPU, evaluate it on the "
-        "validation split, shrink it with PAS (small: 3 iterations, tiny: 2), write report.md (tables and "
-        "plots) and print the tables. Running it again reuses the data, the finished (or interrupted) training "
+        "validation split, shrink it with PAS (small: 3 iterations, tiny: 2); train a Uniform TSN baseline and "
+        "AR-Net from it and compare them; write report.md (tables and plots) and print the tables. Running it again reuses the data, the finished (or interrupted) training "
         "run and the PAS ledger.",
     )
     parser.add_argument("--preset", choices=("tiny", "small"), default="small",
                         help="small: about 10 minutes on 2 cores (default); tiny: about 2 minutes")
     parser.add_argument("--out", metavar="DIR", help="output folder (default runs/demo-PRESET)")
     parser.add_argument("--data", metavar="DIR", help="SynthActions folder (default data/synthactions-PRESET)")
+    parser.add_argument("--methods", metavar="LIST", help="comma-separated method stages to run: pas, arnet "
+                        "(default: all)")
     parser.add_argument("--json", action="store_true", help="print one JSON summary object on stdout")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from effvid.commands import info, print_json
-    from effvid.demo import run_demo, summary
+    from effvid.demo import parse_methods, run_demo, summary
 
-    ctx, table = run_demo(args.preset, args.out, data_dir=args.data)
+    ctx, table = run_demo(args.preset, args.out, data_dir=args.data, methods=parse_methods(args.methods))
     if args.json:
         print_json(summary(ctx))
     else:

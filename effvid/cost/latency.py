@@ -11,7 +11,8 @@ One timer serves ``effvid bench``, PAS's latency column and the scripts in ``ben
 * :func:`timed_runs` times repeated calls (synchronising CUDA when asked);
 * :func:`time_batches` gives median latency, throughput and achieved GMAC/s per batch size;
 * :func:`time_clips` times a dynamic model on real clips, one at a time, beside the cost each
-  clip reported (``ModelOutput.cost``);
+  clip reported (``ModelOutput.cost``); :func:`compare_on_clips` times several models on the
+  same clips, interleaved clip by clip, for savings measured as ratios in one run;
 * :func:`time_layers` splits the measured forward time over the leaf conv and linear layers
   (forward pre/post hooks), and :func:`layer_table` sets it beside their share of the GMACs;
 * :func:`machine_load`, :func:`competing` and :func:`load_record` record the 1-minute load
@@ -263,6 +264,56 @@ def time_clips(model: nn.Module, clips: Sequence[Tensor], *, repeats: int = 1, w
             "gmacs_max": max(costs) if costs else None,
             "gmac_per_s": cost_mean / mean if cost_mean is not None else None,
             "repeats": repeats, "warmup": warmup}
+
+
+def compare_on_clips(models: Mapping[str, nn.Module], clips: Sequence[Tensor], *, repeats: int = 3,
+                     warmup: int = 2, device: torch.device | str = "cpu") -> dict[str, dict[str, Any]]:
+    """Several (prepared) models timed on the same real clips, interleaved so that drift in the
+    machine's speed falls on all of them alike.
+
+    For every clip, each model in turn (the order rotates from clip to clip) runs ``repeats``
+    timed forwards after the first clip's ``warmup`` untimed ones; a clip's time is the median.
+    Per model: mean and median ms per clip, clips per second, and the mean, min and max cost per
+    clip the model reported (``ModelOutput.cost``; ``None`` for a static model).
+    """
+    if repeats < 1 or not clips or not models:
+        raise ValueError("compare_on_clips needs repeats >= 1, at least one clip and one model")
+    device = torch.device(device)
+    sync = synchronizer(device)
+    names = list(models)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    costs: dict[str, list[float]] = {name: [] for name in names}
+    with torch.no_grad():
+        first = clips[0].to(device)
+        for name in names:
+            timed_runs(lambda m=models[name]: model_output(m, first), warmup, synchronize=sync)
+        for index, clip in enumerate(clips):
+            clip = clip.to(device)
+            for name in names[index % len(names):] + names[: index % len(names)]:
+                outputs: list[Any] = []
+                run = timed_runs(lambda m=models[name], c=clip, o=outputs: o.append(model_output(m, c)), repeats,
+                                 synchronize=sync)
+                times[name].append(statistics.median(run))
+                if outputs[-1].cost is not None:
+                    costs[name].extend(float(c) for c in outputs[-1].cost.double().cpu().reshape(-1))
+    rows = {}
+    for name in names:
+        mean = statistics.fmean(times[name])
+        cost = costs[name]
+        rows[name] = {"clips": len(clips), "latency_ms_mean": mean * 1000.0,
+                      "latency_ms_median": statistics.median(times[name]) * 1000.0, "clips_per_s": 1.0 / mean,
+                      "gmacs_mean": statistics.fmean(cost) if cost else None, "gmacs_min": min(cost) if cost else None,
+                      "gmacs_max": max(cost) if cost else None, "repeats": repeats, "warmup": warmup}
+    return rows
+
+
+def saving_ratio(*, latency: float, base_latency: float, gmacs: float, base_gmacs: float) -> float | None:
+    """Wall-clock saving over GMACs saving, ``(1 - latency/base) / (1 - gmacs/base)``: 1 when the
+    time falls as much as the MACs; ``None`` when no MACs were saved."""
+    gmacs_saving = 1.0 - gmacs / base_gmacs
+    if gmacs_saving <= 0:
+        return None
+    return (1.0 - latency / base_latency) / gmacs_saving
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Every matplotlib figure effvid draws, as PNG files (Agg backend, no display needed).
 
 Training curves of a run, the accuracy-vs-GMACs figure (and PAS's search plot drawn with it),
-and the confusion matrix of an evaluation.
+the confusion matrix of an evaluation, and the per-frame decision figures of a dynamic model
+(a strip of sampled frames captioned with their actions, and action usage per class).
 """
 
 from __future__ import annotations
@@ -133,4 +134,79 @@ def plot_confusion_matrix(matrix: torch.Tensor | np.ndarray | Sequence[Sequence[
     if k <= 60:
         ax.set_xticks(range(k), list(class_names), rotation=90, fontsize=7)
         ax.set_yticks(range(k), list(class_names), fontsize=7)
+    return _save(fig, path)
+
+
+#: A decision label that starts with this names a skipped frame (AR-Net's ``skip1``, ``skip2``, ...).
+SKIP_PREFIX = "skip"
+
+
+def _is_skip(label: str) -> bool:
+    return label.startswith(SKIP_PREFIX)
+
+
+def plot_decision_strip(frames: Sequence[np.ndarray] | np.ndarray, labels: Sequence[str], path: str | Path, *,
+                        title: str) -> Path:
+    """AR-Net's Figure 4 as a PNG: the sampled ``frames`` (uint8 ``(H, W, 3)`` each, in time order)
+    in one row, each captioned with its ``labels`` entry (the action in force at that frame); a
+    frame whose label starts with ``skip`` is drawn dimmed with a grey caption. One label per
+    frame, else :class:`ValueError`."""
+    if len(frames) != len(labels):
+        raise ValueError(f"one label per frame expected, got {len(frames)} frames and {len(labels)} labels")
+    count = max(1, len(frames))
+    fig = _figure(max(3.0, 1.15 * count), 1.9)
+    axes = fig.subplots(1, count, squeeze=False)[0]
+    for ax, frame, label in zip(axes, frames, labels):
+        image = np.asarray(frame, dtype=np.float32)
+        skipped = _is_skip(label)
+        if skipped:
+            image = 0.3 * image + 0.7 * 200.0
+        ax.imshow(np.clip(image, 0, 255).astype(np.uint8))
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_xlabel(label, fontsize=7, color="0.55" if skipped else "black", style="italic" if skipped else "normal")
+        for spine in ax.spines.values():
+            spine.set_edgecolor("0.75" if skipped else "tab:blue")
+            spine.set_linewidth(0.6 if skipped else 1.5)
+    for ax in axes[len(frames):]:
+        ax.set_axis_off()
+    fig.suptitle(title, fontsize=9)
+    return _save(fig, path)
+
+
+def _action_colours(action_names: Sequence[str]) -> list[Any]:
+    """Blues for the resolutions (darkest first, the order AR-Net lists them: highest first),
+    oranges for the skips (paler for longer ones)."""
+    from matplotlib import colormaps
+
+    chosen = [name for name in action_names if not _is_skip(name)]
+    skips = [name for name in action_names if _is_skip(name)]
+    blues, oranges = colormaps["Blues"], colormaps["Oranges"]
+    shade = {name: blues(0.9 - 0.6 * i / max(1, len(chosen) - 1)) for i, name in enumerate(chosen)}
+    shade.update({name: oranges(0.7 - 0.45 * i / max(1, len(skips) - 1)) for i, name in enumerate(skips)})
+    return [shade[name] for name in action_names]
+
+
+def plot_action_usage(usage: Sequence[Sequence[float]] | np.ndarray, class_names: Sequence[str],
+                      action_names: Sequence[str], path: str | Path, *, title: str = "Action usage per class") -> Path:
+    """Per-class action usage as a PNG of stacked horizontal bars: ``usage`` is ``(classes,
+    actions)`` rates (each row the fraction of that class's frames given each action, summing to
+    1), one bar per entry of ``class_names`` (first at the top), one colour per entry of
+    ``action_names`` (resolutions in blues, ``skip`` actions in oranges). A shape that does not
+    match the names is a :class:`ValueError`."""
+    rates = np.asarray(usage, dtype=np.float64)
+    if rates.shape != (len(class_names), len(action_names)):
+        raise ValueError(f"usage of shape (classes, actions) = ({len(class_names)}, {len(action_names)}) expected, "
+                         f"got {np.asarray(usage).shape}")
+    fig = _figure(7.0, 1.2 + 0.28 * max(1, len(class_names)))
+    ax = fig.add_subplot()
+    rows = np.arange(len(class_names))
+    left = np.zeros(len(class_names))
+    for column, (name, colour) in enumerate(zip(action_names, _action_colours(action_names))):
+        ax.barh(rows, rates[:, column], left=left, color=colour, label=name, edgecolor="white", linewidth=0.4)
+        left += rates[:, column]
+    ax.set_yticks(rows, list(class_names), fontsize=7)
+    ax.invert_yaxis()
+    ax.set(title=title, xlabel="fraction of sampled frames", xlim=(0.0, 1.0))
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     return _save(fig, path)

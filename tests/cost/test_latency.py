@@ -24,3 +24,27 @@ def test_timed_runs_times_each_call():
     calls = []
     times = timed_runs(lambda: calls.append(1), 4)
     assert len(times) == 4 and len(calls) == 4 and all(t >= 0.0 for t in times)
+
+
+def test_compare_on_clips_times_every_model_on_every_clip_and_reports_their_costs():
+    from effvid.cost.latency import compare_on_clips, saving_ratio
+    from effvid.models import ModelBase, ModelOutput
+
+    class Counting(ModelBase):
+        def __init__(self, cost):
+            super().__init__()
+            self.cost, self.calls = cost, 0
+
+        def forward_output(self, x):
+            self.calls += 1
+            return ModelOutput(logits=x.mean(dim=(1, 2, 3, 4))[:, None],
+                               cost=None if self.cost is None else torch.full((x.shape[0],), self.cost))
+
+    models = {"dense": Counting(None), "dynamic": Counting(2.0)}
+    clips = [torch.randn(1, 3, 2, 4, 4) for _ in range(3)]
+    rows = compare_on_clips(models, clips, repeats=2, warmup=1)
+    assert models["dense"].calls == models["dynamic"].calls == 1 + 3 * 2
+    assert rows["dense"]["gmacs_mean"] is None and rows["dynamic"]["gmacs_mean"] == 2.0
+    assert rows["dynamic"]["clips"] == 3 and rows["dynamic"]["latency_ms_mean"] > 0
+    assert saving_ratio(latency=6.0, base_latency=10.0, gmacs=5.0, base_gmacs=10.0) == pytest.approx(0.8)
+    assert saving_ratio(latency=6.0, base_latency=10.0, gmacs=10.0, base_gmacs=10.0) is None

@@ -13,9 +13,11 @@ from effvid.data.synthetic.generate import (
     SynthPreset,
     ensure_synthactions,
     generate,
+    job_stretch,
     load_manifest,
     render_job,
 )
+from effvid.data.synthetic.render import Stretch
 
-__all__ = ["CLASSES", "CLASS_NAMES", "PRESETS", "SPLITS", "SynthClass", "SynthManifest", "SynthPreset",
-           "ensure_synthactions", "generate", "load_manifest", "render_job"]
+__all__ = ["CLASSES", "CLASS_NAMES", "PRESETS", "SPLITS", "Stretch", "SynthClass", "SynthManifest", "SynthPreset",
+           "ensure_synthactions", "generate", "job_stretch", "load_manifest", "render_job"]

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from effvid.data.synthetic.classes import CLASS_NAMES, CLASSES, NUISANCES, REDUNDANCY
-from effvid.data.synthetic.render import render_video
+from effvid.data.synthetic.render import Stretch, render_video
 from effvid.data.video_writer import write_video
 from effvid.errors import EffvidError
 from effvid.io import write_text
@@ -202,6 +202,16 @@ def video_length(preset: SynthPreset, seed: int, split: str, index: int) -> int:
 
 def render_job(preset: SynthPreset, seed: int, split: str, index: int, label: int) -> np.ndarray:
     """The frames of video ``index`` of ``split``, ``(T, size, size, 3)`` uint8, before encoding."""
+    return _render(preset, seed, split, index, label)[0]
+
+
+def job_stretch(preset: SynthPreset, seed: int, split: str, index: int, label: int) -> Stretch | None:
+    """The stretch of uninformative frames of video ``index`` of ``split`` (``None``: it has none),
+    found by rendering the video again: every video depends only on ``(seed, split, index)``."""
+    return _render(preset, seed, split, index, label)[1]
+
+
+def _render(preset: SynthPreset, seed: int, split: str, index: int, label: int) -> tuple[np.ndarray, Stretch | None]:
     rng = np.random.default_rng([seed, SPLITS.index(split), index])
     return render_video(label, rng, frames=video_length(preset, seed, split, index), size=preset.size)
 

@@ -20,6 +20,16 @@ EVENT_FRAMES = 8  # length of the hop / dash event
 FAST_PERIOD, SLOW_PERIOD = 6, 12  # frames per blink / sway cycle
 STRETCH_PROBABILITY = 0.25
 STRETCH_KINDS = ("blank", "noise", "blur", "freeze")
+
+
+@dataclass(frozen=True)
+class Stretch:
+    """A video's uninformative frames ``start <= t < end``, of one of :data:`STRETCH_KINDS` (a
+    ``freeze`` repeats frame ``start``, so that frame itself is still the real one)."""
+
+    start: int
+    end: int
+    kind: str
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
@@ -61,8 +71,9 @@ class Layer:
                        angle=self.angle[::-1], alpha=self.alpha[::-1])
 
 
-def render_video(label: int, rng: np.random.Generator, *, frames: int, size: int) -> np.ndarray:
-    """Render the video of class ``label``: ``(frames, size, size, 3)`` uint8 RGB."""
+def render_video(label: int, rng: np.random.Generator, *, frames: int, size: int) -> tuple[np.ndarray, Stretch | None]:
+    """Render the video of class ``label``: ``(frames, size, size, 3)`` uint8 RGB, and its stretch
+    of uninformative frames (``None`` for the videos without one)."""
     geo = Geometry(frames, size, size, pad=max(1, round(size / 48)))
     hc, wc = geo.height + 2 * geo.pad, geo.width + 2 * geo.pad
     base = rng.uniform(50, 200, 3).astype(np.float32)
@@ -76,9 +87,9 @@ def render_video(label: int, rng: np.random.Generator, *, frames: int, size: int
     for layer in layers:
         _paint(canvas, layer, ys, xs)
     video = _jitter_crop(rng, canvas, geo)
-    _uninformative_stretch(rng, video, event)
+    stretch = _uninformative_stretch(rng, video, event)
     _add_noise(rng, video, sigma=rng.uniform(1.5, 5.0))
-    return np.clip(video + 0.5, 0, 255).astype(np.uint8)
+    return np.clip(video + 0.5, 0, 255).astype(np.uint8), stretch
 
 
 # ---------------------------------------------------------------- drawing
@@ -193,17 +204,19 @@ def _add_noise(rng: np.random.Generator, video: np.ndarray, sigma: float) -> Non
     video += (noise - np.float32(127.5)) * np.float32(sigma * np.sqrt(3) / 127.5)
 
 
-def _uninformative_stretch(rng: np.random.Generator, video: np.ndarray, event: tuple[int, int] | None) -> None:
-    """In some videos, overwrite 12-25% of the frames (away from the deciding event) in place."""
+def _uninformative_stretch(rng: np.random.Generator, video: np.ndarray,
+                           event: tuple[int, int] | None) -> Stretch | None:
+    """In some videos, overwrite 12-25% of the frames (away from the deciding event) in place;
+    returns the stretch written, if any."""
     if rng.random() >= STRETCH_PROBABILITY:
-        return
+        return None
     t, h, w, _ = video.shape
     length = max(1, round(rng.uniform(0.12, 0.25) * t))
     starts = np.arange(t - length + 1)
     if event is not None:
         starts = starts[(starts + length <= event[0]) | (starts >= event[1])]
     if starts.size == 0:
-        return
+        return None
     s = int(rng.choice(starts))
     e = s + length
     kind = STRETCH_KINDS[rng.integers(len(STRETCH_KINDS))]
@@ -217,6 +230,7 @@ def _uninformative_stretch(rng: np.random.Generator, video: np.ndarray, event: t
         video[s:e] = np.repeat(np.repeat(blocks, k, axis=1), k, axis=2)
     else:
         video[s:e] = video[s]
+    return Stretch(s, e, kind)
 
 
 # ---------------------------------------------------------------- class programs

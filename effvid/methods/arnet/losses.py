@@ -10,6 +10,10 @@ weight: 0.1}, {name: uniform, weight: 0.3}]`` for ``(1 - alpha) CE + alpha L_flo
   makes alpha = 0.1 act like 0.41 here), and SynthActions-sized backbones cost a hundredth of
   that. The policy's own cost is not in the term (it is the same for every action).
 * ``uniform``: the squared deviation of each action's usage rate in the batch from 1/(L+M).
+* ``branch_ce``: the mean over branches of each branch's cross-entropy when it alone classifies
+  every frame. It is the warm-up of section 4.1 done in one run: the authors train each backbone
+  alone at its resolution before the joint stage; weighting the mixture's CE by random routing
+  instead gives each branch the gradient of a seventh of the frames.
 """
 
 from __future__ import annotations
@@ -19,9 +23,22 @@ from typing import TYPE_CHECKING
 
 from torch import Tensor
 
+from effvid.engine.losses import classification_loss
+
 if TYPE_CHECKING:
     from effvid.engine.losses import LossContext
     from effvid.methods.arnet.model import ARNet
+
+
+def branch_ce_term() -> Callable[[LossContext], Tensor]:
+    """The warm-up CE of every branch alone (module docstring); needs a training forward."""
+
+    def term(ctx: LossContext) -> Tensor:
+        per_branch = ctx.decisions["branch_logits"]
+        return sum(classification_loss(per_branch[:, i], ctx.targets) for i in range(per_branch.shape[1])) \
+            / per_branch.shape[1]
+
+    return term
 
 
 def flops_term(model: ARNet) -> Callable[[LossContext], Tensor]:

@@ -7,7 +7,9 @@ processed frames' logits, each from the backbone its frame was routed to (a vide
 frame is skipped gets zero logits, a uniform prediction, as in the authors' code).
 
 Training (``model.train()``) uses the dense formulation: every backbone runs on every frame and
-the straight-through one-hot decisions weight the logits, so the gradient reaches the policy.
+the straight-through one-hot decisions weight the logits, so the gradient reaches the policy;
+each branch's own video logits (its frames' mean) go to the ``branch_ce`` warm-up term as
+``decisions["branch_logits"] (B, L, K)``.
 Inference (``model.eval()``) routes: the policy's extractor runs on all frames at the lowest
 resolution in one batch, the LSTM steps through the frames, then the frames are grouped by
 their chosen backbone and each group runs as one batch at its resolution; skipped frames are
@@ -30,7 +32,7 @@ from torch import Tensor, nn
 from effvid.errors import ConfigError
 from effvid.methods.arnet.actions import SkipCounter
 from effvid.methods.arnet.cost import CostTable, decision_cost, frame_gmacs, linear_gmacs, lstm_cell_gmacs
-from effvid.methods.arnet.losses import flops_term, uniform_term
+from effvid.methods.arnet.losses import branch_ce_term, flops_term, uniform_term
 from effvid.methods.arnet.policy import Decisions, Policy, random_decisions
 from effvid.methods.arnet.settings import ARNetSettings, parse_settings
 from effvid.methods.common.grouping import group_rows
@@ -120,8 +122,9 @@ class ARNet(ModelBase):
         self.tau = exp_decay_temperature(epoch, initial=self.settings.initial_tau, rate=self.settings.tau_decay)
 
     def loss_terms(self) -> dict[str, Any]:
-        """``flops`` (Eq. 10) and ``uniform`` (Eq. 11), weighted alpha and beta in a config's ``losses``."""
-        return {"flops": flops_term(self), "uniform": uniform_term(self)}
+        """``flops`` (Eq. 10) and ``uniform`` (Eq. 11), weighted alpha and beta in a config's
+        ``losses``, and ``branch_ce`` (every branch trained alone on every frame: warm-up)."""
+        return {"flops": flops_term(self), "uniform": uniform_term(self), "branch_ce": branch_ce_term()}
 
     # -- forward -----------------------------------------------------------------------------
 
@@ -140,16 +143,15 @@ class ARNet(ModelBase):
         if self.policy_runs:
             features = self.policy.features(self.resize(frames, self.settings.policy.resolution))
         decisions = self.decide(features, b, t)
+        named = {"actions": decisions.actions, "decided": decisions.decided, "onehot": decisions.onehot}
         if self.training:
-            if features is None and self.settings.policy.as_branch:
-                features = self.policy.features(self.resize(frames, self.settings.policy.resolution))
-            logits = self.dense_logits(frames, features, decisions.onehot)
+            per_frame = self.frame_logits(frames, features).view(b, t, self.num_resolutions, -1)
+            logits = self.dense_logits(per_frame, decisions.onehot)
+            named["branch_logits"] = per_frame.mean(dim=1)
         else:
             logits = self.routed_logits(frames, features, decisions.actions)
         cost = decision_cost(decisions, self.action_costs, table=self.costs, policy_runs=self.policy_runs)
-        return ModelOutput(logits=logits, cost=cost.detach(),
-                           decisions={"actions": decisions.actions, "decided": decisions.decided,
-                                      "onehot": decisions.onehot})
+        return ModelOutput(logits=logits, cost=cost.detach(), decisions=named)
 
     def resize(self, frames: Tensor, resolution: int) -> Tensor:
         """``frames (N, C, H, W)`` at ``resolution`` pixels (unchanged when already there)."""
@@ -183,13 +185,15 @@ class ARNet(ModelBase):
             features = self.policy.features(self.resize(frames, self.settings.policy.resolution))
         return self.policy.extractor.classify(features)
 
-    def dense_logits(self, frames: Tensor, features: Tensor | None, onehot: Tensor) -> Tensor:
-        """The training formulation: every resolution's logits on every frame, weighted by the
-        decisions ``onehot (B, T, A)`` and averaged over the processed frames."""
-        b, t, _ = onehot.shape
-        per = torch.stack([self._branch_logits(i, frames, features) for i in range(self.num_resolutions)], dim=1)
+    def frame_logits(self, frames: Tensor, features: Tensor | None) -> Tensor:
+        """Every resolution's logits on every frame, ``(B*T, L, K)`` (the dense formulation's input)."""
+        return torch.stack([self._branch_logits(i, frames, features) for i in range(self.num_resolutions)], dim=1)
+
+    def dense_logits(self, per_frame: Tensor, onehot: Tensor) -> Tensor:
+        """The training formulation: every resolution's logits on every frame (``per_frame (B, T, L, K)``)
+        weighted by the decisions ``onehot (B, T, A)`` and averaged over the processed frames."""
         weights = onehot[..., : self.num_resolutions]
-        total = (weights.unsqueeze(-1) * per.view(b, t, self.num_resolutions, -1)).sum(dim=(1, 2))
+        total = (weights.unsqueeze(-1) * per_frame).sum(dim=(1, 2))
         return total / weights.sum(dim=(1, 2)).clamp(min=1.0).unsqueeze(-1)
 
     def routed_logits(self, frames: Tensor, features: Tensor | None, actions: Tensor) -> Tensor:
@@ -207,7 +211,6 @@ class ARNet(ModelBase):
         return logits.view(b, t, -1).sum(dim=1) / processed.unsqueeze(-1)
 
     def _multiscale(self, frames: Tensor, batch: int, num_frames: int) -> ModelOutput:
-        per = torch.stack([self._branch_logits(i, frames, None) for i in range(self.num_resolutions)], dim=1)
-        logits = per.view(batch, -1, per.shape[-1]).mean(dim=1)
+        logits = self.frame_logits(frames, None).view(batch, num_frames * self.num_resolutions, -1).mean(dim=1)
         cost = torch.full((batch,), self.dense_gmacs(), dtype=torch.float64)
         return ModelOutput(logits=logits, cost=cost)

@@ -8,7 +8,8 @@ authors do, so an untrained policy draws near-uniform actions.
 
 :meth:`Policy.decide` walks the frames in order. Training draws straight-through Gumbel-softmax
 one-hots at temperature ``tau`` (forward one-hot, gradient of the relaxed sample); inference
-takes the argmax (or a Gumbel-max draw with ``sample=True``). While a skip runs, the LSTM is not
+takes the argmax (or a Gumbel-max draw with ``sample=True``); without gradients an argmax
+decision builds no relaxed sample (the one-hots are made from the actions at the end). While a skip runs, the LSTM is not
 stepped and its state is held (``skip_state="hold"``): the paper says the skipped frames are
 skipped by the policy too, so the policy neither pays for nor remembers them. ``"integrate"``
 is the authors' code: the cell state keeps integrating every frame, the hidden state is held.
@@ -67,28 +68,45 @@ class Policy(nn.Module):
         h = features.new_zeros(b, self.hidden)
         c = features.new_zeros(b, self.hidden)
         onehot = features.new_zeros(b, self.actions.out_features)
+        action = torch.zeros(b, dtype=torch.long, device=features.device)
+        argmax_only = not sample and not torch.is_grad_enabled()
         onehots, actions, decided = [], [], []
         steps = torch.zeros(b, dtype=torch.long, device=features.device)
         for i in range(t):
             deciding = counter.deciding()
             rows = deciding.nonzero().flatten()
+            every = rows.numel() == b  # all videos decide (always so at batch 1): no gathers
             if integrate_skipped:
                 h_all, c = self.lstm(features[:, i], (h, c))
-                h = h.index_copy(0, rows, h_all.index_select(0, rows))
+                h = h_all if every else h.index_copy(0, rows, h_all.index_select(0, rows))
+                steps = steps + 1
+            elif every:
+                h, c = self.lstm(features[:, i], (h, c))
                 steps = steps + 1
             elif rows.numel():
                 h_rows, c_rows = self.lstm(features[rows, i], (h.index_select(0, rows), c.index_select(0, rows)))
                 h, c = h.index_copy(0, rows, h_rows), c.index_copy(0, rows, c_rows)
                 steps = steps + deciding.long()
-            if rows.numel():
-                logits = self.actions(h.index_select(0, rows))
-                onehot = onehot.index_copy(0, rows, gumbel_softmax_st(logits, tau, noise=sample))
-            action = onehot.argmax(dim=-1)
+            if argmax_only:  # inference decisions: no relaxed sample to build
+                if every:
+                    action = self.actions(h).argmax(dim=-1)
+                elif rows.numel():
+                    action = action.index_copy(0, rows, self.actions(h.index_select(0, rows)).argmax(dim=-1))
+            else:
+                if every:
+                    onehot = gumbel_softmax_st(self.actions(h), tau, noise=sample)
+                elif rows.numel():
+                    logits = self.actions(h.index_select(0, rows))
+                    onehot = onehot.index_copy(0, rows, gumbel_softmax_st(logits, tau, noise=sample))
+                action = onehot.argmax(dim=-1)
+                onehots.append(onehot)
             counter.advance(action)
-            onehots.append(onehot)
             actions.append(action)
             decided.append(deciding)
-        return Decisions(torch.stack(onehots, 1), torch.stack(actions, 1), torch.stack(decided, 1), steps)
+        chosen = torch.stack(actions, 1)
+        onehot_all = (torch.nn.functional.one_hot(chosen, self.actions.out_features).to(features.dtype)
+                      if argmax_only else torch.stack(onehots, 1))
+        return Decisions(onehot_all, chosen, torch.stack(decided, 1), steps)
 
 
 def random_decisions(batch: int, num_frames: int, probs: Tensor, *, counter: SkipCounter) -> Decisions:

@@ -83,8 +83,9 @@ def test_routed_inference_gives_the_dense_formulations_logits_for_the_same_decis
     with torch.no_grad():
         features = model.policy.features(model.resize(frames, 16))
         from_policy = model.forward_output(x).decisions["actions"]
+        per_frame = model.frame_logits(frames, features).view(4, 6, 3, 16)
         for actions in (by_hand, from_policy):
-            dense = model.dense_logits(frames, features, torch.nn.functional.one_hot(actions, 7).float())
+            dense = model.dense_logits(per_frame, torch.nn.functional.one_hot(actions, 7).float())
             assert torch.allclose(model.routed_logits(frames, features, actions), dense, atol=1e-5)
         routed = model.routed_logits(frames, features, by_hand)
     assert torch.equal(routed[3], torch.zeros(16))  # every frame skipped: a uniform prediction
@@ -155,13 +156,18 @@ def test_training_decisions_carry_gradients_to_the_policy_through_the_losses():
     ctx = LossContext(logits=out.logits, targets=torch.tensor([0, 1]), decisions=out.decisions)
     terms = model.loss_terms()
     total = torch.nn.functional.cross_entropy(out.logits, ctx.targets) + terms["flops"](ctx) + terms["uniform"](ctx)
-    total.backward()
+    total.backward(retain_graph=True)
     assert model.policy.actions.weight.grad.abs().sum() > 0 and model.policy.lstm.weight_ih.grad.abs().sum() > 0
+    model.zero_grad()
+    terms["branch_ce"](ctx).backward()  # the warm-up term trains every branch, not the policy's decisions
+    assert all(float(b.fc.weight.grad.abs().sum()) > 0 for b in model.branches)
+    assert model.policy.extractor.get_classifier().weight.grad.abs().sum() > 0
+    assert model.policy.actions.weight.grad is None or not model.policy.actions.weight.grad.any()
     assert 0.0 <= float(terms["flops"](ctx).detach()) <= 1.0
 
 
-WARMUP = {"name": "warmup", "epochs": 1, "freeze": ["policy.*"], "losses": ["ce"]}
-JOINT = {"name": "joint", "epochs": 1}
+WARMUP = {"name": "warmup", "epochs": 1, "freeze": ["policy.*"], "losses": ["branch_ce"]}
+JOINT = {"name": "joint", "epochs": 1, "losses": ["ce", "flops", "uniform"]}
 FINETUNE = {"name": "finetune", "epochs": 1, "losses": ["ce"],
             "freeze": ["policy.lstm.*", "policy.actions.*", "policy.extractor.features.*"]}
 
@@ -172,7 +178,7 @@ def _config(tmp_path: Path, train: Path, val: Path, stages: list[dict], name: st
            "data": {"train": str(train), "val": str(val), "num_workers": 0, "val_views": [1, 1]},
            "optim": {"name": "adamw", "lr": 0.003, "weight_decay": 0.0},
            "losses": [{"name": "ce", "weight": 0.9}, {"name": "flops", "weight": 0.1},
-                      {"name": "uniform", "weight": 0.3}],
+                      {"name": "uniform", "weight": 0.3}, {"name": "branch_ce"}],
            "stages": stages, **changes}
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -199,7 +205,8 @@ def test_a_tiny_arnet_trains_in_three_stages_evaluates_and_predicts(synth_micro,
     run = tmp_path / "run"
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["stage"] for r in records if "stage" in r] == ["warmup", "joint", "finetune"]
-    assert "flops" not in records[0]["train"] and "flops" in records[1]["train"]
+    assert "flops" not in records[0]["train"] and "branch_ce" in records[0]["train"]
+    assert "flops" in records[1]["train"] and "branch_ce" not in records[1]["train"]
 
     capsys.readouterr()
     assert main(["eval", str(run / "checkpoints" / "best"), "--json", "--workers", "0"]) == 0
