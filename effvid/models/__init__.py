@@ -12,6 +12,7 @@ Importing this package (or any module in it) registers every family. Public API:
 from effvid.models import (
     efficientnet,  # noqa: F401
     i3d,  # noqa: F401
+    i3d_inception,  # noqa: F401
     mobilenet_v2,  # noqa: F401
     resnet2d,  # noqa: F401
     slowfast,  # noqa: F401

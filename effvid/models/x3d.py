@@ -18,15 +18,26 @@ Widths: the published X3D widths (stem 24, stages 24/48/96/192, inner ``int(2.25
 (``round_channels(c, width_mult, 8)``); SE widths are ``round_channels(inner, 1/16, 8)``.
 Depths: ``round_depth`` (ceil) on the published blocks per stage. Pooling is adaptive; at the
 default input it equals PyTorchVideo's ``AvgPool3d((T, ceil(crop/32), ceil(crop/32)))``.
+
+Activation (``ArchSpec.family`` ``{"activation": ...}``, :class:`X3DSettings`): ``"swish"``, the
+published X3D, or ``"relu_except_se"``, the VA-RED2 thesis's variant ("we remove all the swish
+non-linearity except those in SE layer", section 4.2): every bottleneck's Swish becomes a ReLU
+and the squeeze-excitation is left as it is. In X3D the only Swish is the bottleneck's
+``act_b`` (the SE computes ``sigmoid(W2 relu(W1 mean(x)))``, in PySlowFast and PyTorchVideo
+alike), so the variant is ReLU-only outside the SE's sigmoid gate. Keys, parameters and MACs
+are the same for both, so a checkpoint of one loads into the other.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
 
+from effvid.config import from_dict
 from effvid.models.layers import Swish
 from effvid.models.ptv_blocks import BottleneckBlock, PtvNet, ResBlock, ResStage, init_weights
 from effvid.models.registry import register_model
@@ -40,6 +51,21 @@ HEAD_WIDTH = 2048
 # Blocks per stage: ceil(depth_factor * (1, 2, 5, 3)) with depth factor 2.2 (XS/S/M) or 5.0 (L).
 DEPTHS_M = (3, 5, 11, 7)
 DEPTHS_L = (5, 10, 25, 15)
+
+X3DActivation = Literal["swish", "relu_except_se"]
+
+
+@dataclass(frozen=True)
+class X3DSettings:
+    """X3D's own ``ArchSpec.family`` settings: the bottleneck ``activation`` (module docstring)."""
+
+    activation: X3DActivation = "swish"
+
+
+def x3d_settings(spec: ArchSpec) -> X3DSettings:
+    """The typed ``family`` settings of an X3D spec; an unknown key or value is a
+    :class:`~effvid.errors.ConfigError` naming it."""
+    return from_dict(X3DSettings, spec.family, source=f"{spec.name} ArchSpec.family")
 
 
 class SqueezeExcitation3d(nn.Module):
@@ -59,10 +85,12 @@ class SqueezeExcitation3d(nn.Module):
         return x * self.block(x.mean(dim=(2, 3, 4), keepdim=True))
 
 
-def x3d_bottleneck(*, dim_in: int, dim_inner: int, dim_out: int, spatial_stride: int, se_width: int) -> BottleneckBlock:
+def x3d_bottleneck(*, dim_in: int, dim_inner: int, dim_out: int, spatial_stride: int, se_width: int,
+                   activation: X3DActivation = "swish") -> BottleneckBlock:
     """``1x1x1 -> 3x3x3 depthwise (spatial stride) -> BN [-> SE] -> Swish -> 1x1x1``, BN after each conv.
 
-    ``se_width == 0`` leaves out the squeeze-excitation (``norm_b.1`` is then an identity).
+    ``se_width == 0`` leaves out the squeeze-excitation (``norm_b.1`` is then an identity);
+    ``activation="relu_except_se"`` puts a ReLU where the Swish is (the SE is unchanged).
     """
     se = SqueezeExcitation3d(dim_inner, se_width) if se_width else nn.Identity()
     return BottleneckBlock(
@@ -79,7 +107,7 @@ def x3d_bottleneck(*, dim_in: int, dim_inner: int, dim_out: int, spatial_stride:
             bias=False,
         ),
         norm_b=nn.Sequential(nn.BatchNorm3d(dim_inner), se),
-        act_b=Swish(),
+        act_b=Swish() if activation == "swish" else nn.ReLU(inplace=True),
         conv_c=nn.Conv3d(dim_inner, dim_out, kernel_size=1, bias=False),
         norm_c=nn.BatchNorm3d(dim_out),
     )
@@ -176,8 +204,10 @@ def build_x3d(
     head_width: int = HEAD_WIDTH,
     dropout: float = 0.5,
     in_channels: int = 3,
+    activation: X3DActivation = "swish",
 ) -> X3D:
-    """X3D with every hyperparameter an argument; defaults are X3D-M's architecture."""
+    """X3D with every hyperparameter an argument; defaults are X3D-M's architecture.
+    ``activation`` is the bottleneck's (module docstring)."""
 
     def width(channels: int) -> int:
         return round_channels(channels, width_mult, 8)
@@ -198,6 +228,7 @@ def build_x3d(
                 dim_out=dim_out,
                 spatial_stride=stride,
                 se_width=se_width if k % 2 == 0 else 0,
+                activation=activation,
             )
             res_blocks.append(ResBlock(dim_in=block_in, dim_out=dim_out, spatial_stride=stride, branch2=branch2))
         blocks.append(ResStage(res_blocks))
@@ -239,6 +270,7 @@ def _register(
             width_mult=s.width_mult,
             depth_mult=s.depth_mult,
             dropout=s.dropout,
+            activation=x3d_settings(s).activation,
         )
 
     builder.__name__ = name

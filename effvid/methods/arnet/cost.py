@@ -3,8 +3,8 @@
 Every entry is counted by effvid's own static counter (:func:`effvid.cost.static.count_cost`) on
 one frame at the module's resolution, in GMACs, so the table agrees with ``effvid flops`` of each
 backbone and with the executed-op counter. The policy is charged for what runs at inference:
-its extractor on every frame of the video (one batch, before the decisions), one LSTM step per
-step taken and one action layer per decision; the lowest branch, served by the extractor's own
+its extractor and the LSTM's input projection on every frame of the video (one batch, before the
+decisions), the LSTM's hidden projection per step taken and one action layer per decision; the lowest branch, served by the extractor's own
 classifier, then costs only that classifier. Skips cost nothing. Resizing is not a MAC.
 """
 
@@ -27,12 +27,13 @@ def frame_gmacs(model: nn.Module, resolution: int) -> float:
 @dataclass(frozen=True)
 class CostTable:
     """GMACs per frame of each branch at its resolution (``branches``), of the policy's extractor
-    trunk (``extractor``) and its classifier (``lite_head``), and per step of the LSTM cell and
-    the action layer."""
+    trunk (``extractor``), its classifier (``lite_head``) and the LSTM's input projection
+    (``lstm_input``); per step of the LSTM's hidden projection (``lstm_step``) and the action layer."""
 
     branches: tuple[float, ...]
     extractor: float
     lite_head: float
+    lstm_input: float
     lstm_step: float
     action_layer: float
 
@@ -43,9 +44,9 @@ class CostTable:
         return [*self.branches, *lowest, *[0.0] * num_skips]
 
 
-def lstm_cell_gmacs(cell: nn.LSTMCell) -> float:
-    """One step of ``cell``: the four gates' input and hidden matrix products."""
-    return 4 * cell.hidden_size * (cell.input_size + cell.hidden_size) / 1e9
+def lstm_gmacs(cell: nn.LSTMCell) -> tuple[float, float]:
+    """``cell``'s four gates: the input projection of one frame and the hidden projection of one step."""
+    return 4 * cell.hidden_size * cell.input_size / 1e9, 4 * cell.hidden_size * cell.hidden_size / 1e9
 
 
 def linear_gmacs(layer: nn.Linear) -> float:
@@ -59,6 +60,6 @@ def decision_cost(decisions: Decisions, action_costs: Tensor, *, table: CostTabl
     if not policy_runs:
         return frames
     t = actions.shape[1]
-    policy = (t * table.extractor + decisions.lstm_steps.to(torch.float64) * table.lstm_step
+    policy = (t * (table.extractor + table.lstm_input) + decisions.lstm_steps.to(torch.float64) * table.lstm_step
               + decisions.decided.sum(dim=1).to(torch.float64) * table.action_layer)
     return frames + policy

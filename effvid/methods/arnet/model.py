@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from effvid.errors import ConfigError
 from effvid.methods.arnet.actions import SkipCounter
-from effvid.methods.arnet.cost import CostTable, decision_cost, frame_gmacs, linear_gmacs, lstm_cell_gmacs
+from effvid.methods.arnet.cost import CostTable, decision_cost, frame_gmacs, linear_gmacs, lstm_gmacs
 from effvid.methods.arnet.losses import branch_ce_term, flops_term, uniform_term
 from effvid.methods.arnet.policy import Decisions, Policy, random_decisions
 from effvid.methods.arnet.settings import ARNetSettings, parse_settings
@@ -69,7 +69,7 @@ class ARNet(ModelBase):
         self.branches = nn.ModuleList([frame_model(spec, b.name, b.resolution, width_mult=b.width_mult,
                                                    depth_mult=b.depth_mult) for b in settings.branches])
         p = settings.policy
-        extractor = frame_model(spec, p.name, p.resolution, width_mult=p.width_mult, depth_mult=1.0)
+        extractor = frame_model(spec, p.name, p.resolution, width_mult=p.width_mult, depth_mult=p.depth_mult)
         self.policy = Policy(extractor, hidden=p.hidden, num_actions=settings.num_actions)
         self.resolutions = [b.resolution for b in settings.branches]
         first = f"branches.0.{self.branches[0].classifier_name}" if len(self.branches) else None
@@ -91,10 +91,11 @@ class ARNet(ModelBase):
         p = self.settings.policy
         extractor = self.policy.extractor
         lite = linear_gmacs(extractor.get_classifier())
+        lstm_input, lstm_step = lstm_gmacs(self.policy.lstm)
         self.costs = CostTable(
             branches=tuple(frame_gmacs(b, r) for b, r in zip(self.branches, self.resolutions)),
-            extractor=frame_gmacs(extractor, p.resolution) - lite, lite_head=lite,
-            lstm_step=lstm_cell_gmacs(self.policy.lstm), action_layer=linear_gmacs(self.policy.actions))
+            extractor=frame_gmacs(extractor, p.resolution) - lite, lite_head=lite, lstm_input=lstm_input,
+            lstm_step=lstm_step, action_layer=linear_gmacs(self.policy.actions))
         costs = self.costs.action_costs(num_skips=len(self.settings.skips), as_branch=p.as_branch,
                                         policy_runs=self.policy_runs)
         self.register_buffer("action_costs", torch.tensor(costs, dtype=torch.float64), persistent=False)
@@ -107,7 +108,7 @@ class ARNet(ModelBase):
         if self.settings.mode == "multiscale":
             return t * (sum(c.branches) + (c.extractor + c.lite_head if self.settings.policy.as_branch else 0.0))
         frames = t * float(self.action_costs.max())
-        return frames + (t * (c.extractor + c.lstm_step + c.action_layer) if self.policy_runs else 0.0)
+        return frames + (t * (c.extractor + c.lstm_input + c.lstm_step + c.action_layer) if self.policy_runs else 0.0)
 
     def reset_classifier(self, num_classes: int) -> None:
         """Fresh classifiers on every branch and on the policy's extractor; costs recounted."""

@@ -13,9 +13,11 @@ decision builds no relaxed sample (the one-hots are made from the actions at the
 stepped and its state is held (``skip_state="hold"``): the paper says the skipped frames are
 skipped by the policy too, so the policy neither pays for nor remembers them. ``"integrate"``
 is the authors' code: the cell state keeps integrating every frame, the hidden state is held.
-Only the videos deciding at a frame run the LSTM step and the action layer (rows gathered), so
-at inference a skipped frame costs the policy nothing but its extractor pass, which runs on all
-frames of the video in one batch before the loop.
+The LSTM's input projection runs for all frames at once before the loop (one matrix product
+instead of one per step; the parameters are ``nn.LSTMCell``'s, so its checkpoints load); each
+step then adds the hidden projection. Only the videos deciding at a frame run the step and the
+action layer (rows gathered), so at inference a skipped frame costs the policy nothing but its
+extractor pass and input projection, which run on all frames of the video in one batch.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from effvid.methods.arnet.actions import SkipCounter
@@ -34,7 +37,7 @@ from effvid.models.layers import FrameModel
 class Decisions:
     """A batch's decisions over ``T`` frames: ``onehot (B, T, A)`` (straight-through in training),
     ``actions (B, T)`` the action in force at each frame, ``decided (B, T)`` where a fresh decision
-    was made, ``lstm_steps (B,)`` how many LSTM steps each video ran."""
+    was made, ``lstm_steps (B,)`` how many LSTM steps (hidden projections) each video ran."""
 
     onehot: Tensor
     actions: Tensor
@@ -61,10 +64,23 @@ class Policy(nn.Module):
         """Pooled extractor features ``(N, F)`` of low-resolution frames ``(N, C, h, w)``."""
         return self.extractor.forward_frames(frames).mean(dim=(2, 3))
 
+    def input_gates(self, features: Tensor) -> Tensor:
+        """The LSTM's input projection of every frame at once, ``(B, T, 4H)`` (both biases folded in)."""
+        cell = self.lstm
+        return F.linear(features, cell.weight_ih, cell.bias_ih + cell.bias_hh)
+
+    def step(self, input_gates: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+        """One LSTM step from precomputed input gates: ``nn.LSTMCell``'s arithmetic (gates i, f, g, o)."""
+        gates = input_gates + F.linear(h, self.lstm.weight_hh)
+        i, f, g, o = gates.chunk(4, dim=1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        return torch.sigmoid(o) * torch.tanh(c), c
+
     def decide(self, features: Tensor, *, tau: float, sample: bool, counter: SkipCounter,
                integrate_skipped: bool) -> Decisions:
         """Decisions for the frames whose pooled features are ``features (B, T, F)`` (module docstring)."""
         b, t, _ = features.shape
+        inputs = self.input_gates(features)
         h = features.new_zeros(b, self.hidden)
         c = features.new_zeros(b, self.hidden)
         onehot = features.new_zeros(b, self.actions.out_features)
@@ -77,14 +93,14 @@ class Policy(nn.Module):
             rows = deciding.nonzero().flatten()
             every = rows.numel() == b  # all videos decide (always so at batch 1): no gathers
             if integrate_skipped:
-                h_all, c = self.lstm(features[:, i], (h, c))
+                h_all, c = self.step(inputs[:, i], h, c)
                 h = h_all if every else h.index_copy(0, rows, h_all.index_select(0, rows))
                 steps = steps + 1
             elif every:
-                h, c = self.lstm(features[:, i], (h, c))
+                h, c = self.step(inputs[:, i], h, c)
                 steps = steps + 1
             elif rows.numel():
-                h_rows, c_rows = self.lstm(features[rows, i], (h.index_select(0, rows), c.index_select(0, rows)))
+                h_rows, c_rows = self.step(inputs[rows, i], h.index_select(0, rows), c.index_select(0, rows))
                 h, c = h.index_copy(0, rows, h_rows), c.index_copy(0, rows, c_rows)
                 steps = steps + deciding.long()
             if argmax_only:  # inference decisions: no relaxed sample to build

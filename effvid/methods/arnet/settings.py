@@ -37,6 +37,7 @@ class PolicySettings:
     name: str = "mobilenet_v2"
     resolution: int = 84
     width_mult: float = 1.0
+    depth_mult: float = 1.0
     hidden: int = 512
     as_branch: bool = True
 

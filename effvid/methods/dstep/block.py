@@ -1,0 +1,303 @@
+"""D-STEP's residual blocks: BasicBlock and Bottleneck with a spatial mask and a channel policy.
+
+Both wrap a trained block's own modules (``conv1``, ``bn1``, ..., ``downsample``: the same state
+dict keys, plus ``mask.*`` and ``policy.*``) and keep TSM's residual shift. Per block, in order:
+the shortcut on the unshifted input, the shift, the spatial mask ``S`` of the block output's
+tiles (:class:`~effvid.methods.dstep.mask.SpatialMask`, from the shifted input), the channel
+policy on the pooled, masked input of this frame and the previous one, then the convolutions
+with the Eq. (1) merge after the first one:
+
+    merged_t = S_t * (y_t * compute_t + y_{t-1} * reuse_t),   y_t = S_t * relu(bn1(conv1(x_t)))
+
+Computed channels come from this frame, reused ones from the previous frame's first-convolution
+output (computed there on that frame's active tiles, whatever that frame decided for the
+channel, as Eq. (2) and AdaFuse require), skipped ones are zero. The block's last convolution
+is masked by ``S`` too, before the residual addition (DGNet's placement), so an inactive tile
+passes its shortcut through.
+
+**Where the policy acts.** BasicBlock: on ``conv1``'s outputs, i.e. between the two 3x3
+convolutions, as the paper does. Bottleneck (ResNet-50, absent from the authors' code): on the
+outputs of the first 1x1 convolution, the inputs of the 3x3 one, as AdaFuse does (its policy
+acts on the first convolution of every block). So the 1x1 ``conv1`` computes the needed
+channels only, at the input resolution on the tiles of ``S`` scaled by the stride; the 3x3
+``conv2`` reads only the non-skipped channels, on the active output tiles; the 1x1 ``conv3``
+runs on the active tiles for all channels, straight on ``conv2``'s gathered patches (no scatter
+in between).
+
+Training (and ``executor = "masked"``) computes densely and multiplies by the masks, so the
+straight-through gradients reach mask and policy. Inference (``executor = "sparse"``, the
+default in eval mode) executes only that work: per frame, the needed rows of ``conv1``'s weight
+on the gathered active tiles (:mod:`~effvid.methods.dstep.sparse`), a copy for reused channels,
+the non-skipped columns of ``conv2``'s weight; a frame with more than ``dense_above`` of its
+tiles active runs its convolutions densely on the map. The two paths give the same output for
+the same decisions. ``last`` holds the forward's :class:`BlockRecord` (costs and decisions).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from effvid.methods.dstep.cost import ConvTerm, conv_macs, eq2_macs, executed_macs
+from effvid.methods.dstep.mask import SpatialMask
+from effvid.methods.dstep.policy import ChannelPolicy, next_frame, previous_frame
+from effvid.methods.dstep.settings import COMPUTE, REUSE, SKIP, DStepSettings
+from effvid.methods.dstep.sparse import active_tiles, output_size, runs_dense, scatter_tiles, tile_conv, tiles_to_pixels
+from effvid.models.layers import BasicBlock, Bottleneck, TemporalShiftMixin
+
+
+@dataclass
+class BlockRecord:
+    """One block's forward, per frame: ``executed`` MACs (float64, what inference runs),
+    ``eq2`` MACs (Eq. 2, differentiable), the tile ``density`` (differentiable), the ``mask``
+    ``(N, rows, cols)`` and the one-hot ``decisions`` ``(N, C, 3)`` (both detached)."""
+
+    executed: Tensor
+    eq2: Tensor
+    density: Tensor
+    mask: Tensor
+    decisions: Tensor
+
+
+def bn_eval(bn: nn.BatchNorm2d, x: Tensor, channels: Tensor | None = None) -> Tensor:
+    """Inference BatchNorm of ``x (..., C, H, W)`` for ``channels`` of ``bn`` (all when ``None``)."""
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    shift = bn.bias - bn.running_mean * scale
+    if channels is not None:
+        scale, shift = scale[channels], shift[channels]
+    return x * scale[:, None, None] + shift[:, None, None]
+
+
+def _geometry(conv: nn.Conv2d) -> dict[str, int]:
+    return {"stride": conv.stride[0], "padding": conv.padding[0]}
+
+
+class DStepBlock(TemporalShiftMixin, nn.Module):
+    """What both blocks share: shortcut, shift, mask, policy, costs (module docstring)."""
+
+    strided: nn.Conv2d
+    terms: tuple[ConvTerm, ...]
+
+    def __init__(self, block: BasicBlock | Bottleneck, *, planes: int, settings: DStepSettings, tile: int) -> None:
+        super().__init__()
+        self.shift_div = block.shift_div
+        self.out_channels = block.out_channels
+        self.downsample = block.downsample
+        self.relu = block.relu
+        self.tile = tile
+        self.dense_above = settings.dense_above
+        self.executor = "sparse"
+        self.in_channels = block.conv1.in_channels
+        self.mask = SpatialMask(self.in_channels, tile, tau=settings.mask_tau, bias=settings.mask_bias,
+                                enabled=settings.spatial)
+        self.policy = ChannelPolicy(self.in_channels, planes, hidden=settings.hidden, actions=settings.actions,
+                                    tau=settings.tau, compute_bias=settings.compute_bias)
+        self.last: BlockRecord | None = None
+
+    @property
+    def stride(self) -> int:
+        return self.strided.stride[0]
+
+    def out_size(self, height: int, width: int) -> tuple[int, int]:
+        """The block output's size for a ``height x width`` input."""
+        conv = self.strided
+        return output_size(height, width, kernel=conv.kernel_size[0], **_geometry(conv))
+
+    def static_macs(self, in_size: tuple[int, int], out_size: tuple[int, int]) -> int:
+        """Per frame: shortcut, mask and policy."""
+        shortcut = conv_macs(self.downsample[0], out_size) if self.downsample is not None else 0
+        return shortcut + self.mask.macs_per_frame(out_size) + self.policy.macs_per_frame()
+
+    def dense_macs(self, in_size: tuple[int, int]) -> tuple[float, float]:
+        """Per frame at ``in_size``: the costliest decisions' executed MACs (every tile active,
+        every channel computed) and the plain block's MACs (no mask, no policy)."""
+        out_size = self.out_size(*in_size)
+        rows, cols = self.mask.grid(*out_size)
+        onehot = torch.zeros(1, self.policy.channels, 3, dtype=torch.float64)
+        onehot[..., COMPUTE] = 1.0
+        full = executed_macs(self.terms, torch.ones(1, rows, cols), onehot, tile_pixels=self.tile_pixels(),
+                             map_pixels=self.map_pixels(in_size, out_size), dense_above=self.dense_above,
+                             num_frames=1, static=self.static_macs(in_size, out_size))
+        plain = sum(conv_macs(conv, size) for conv, size in self.plain_convs(in_size, out_size))
+        shortcut = conv_macs(self.downsample[0], out_size) if self.downsample is not None else 0
+        return float(full[0]), float(plain + shortcut)
+
+    def tile_pixels(self) -> dict[str, int]:
+        return {"out": self.tile ** 2, "mid": (self.tile * self.stride) ** 2}
+
+    @staticmethod
+    def map_pixels(in_size: tuple[int, int], out_size: tuple[int, int]) -> dict[str, int]:
+        return {"out": out_size[0] * out_size[1], "mid": in_size[0] * in_size[1]}
+
+    def plain_convs(self, in_size: tuple[int, int], out_size: tuple[int, int]) -> list[tuple[nn.Conv2d, tuple[int, int]]]:
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        xs = self.shift_input(x)
+        in_size = (xs.shape[-2], xs.shape[-1])
+        out_size = self.out_size(*in_size)
+        mask = self.mask(xs, out_size)
+        pooled = (xs * tiles_to_pixels(mask, self.tile * self.stride, *in_size)).mean(dim=(2, 3))
+        onehot = self.policy(pooled, self.num_segments)
+        if self.training or self.executor == "masked":
+            branch = self.masked(xs, mask, onehot, out_size)
+        else:
+            branch = self.sparse(xs, mask, onehot, out_size)
+        self.last = self.record(mask, onehot, in_size, out_size)
+        return self.relu(branch + identity)
+
+    def record(self, mask: Tensor, onehot: Tensor, in_size: tuple[int, int], out_size: tuple[int, int]) -> BlockRecord:
+        static = self.static_macs(in_size, out_size)
+        kwargs = {"tile_pixels": self.tile_pixels(), "num_frames": self.num_segments, "static": static}
+        executed = executed_macs(self.terms, mask, onehot, map_pixels=self.map_pixels(in_size, out_size),
+                                 dense_above=self.dense_above, **kwargs)
+        return BlockRecord(executed=executed, eq2=eq2_macs(self.terms, mask, onehot, **kwargs),
+                           density=mask.flatten(1).mean(dim=1), mask=mask.detach(), decisions=onehot.detach())
+
+    def masked(self, xs: Tensor, mask: Tensor, onehot: Tensor, out_size: tuple[int, int]) -> Tensor:
+        raise NotImplementedError
+
+    def sparse(self, xs: Tensor, mask: Tensor, onehot: Tensor, out_size: tuple[int, int]) -> Tensor:
+        raise NotImplementedError
+
+    def merge(self, y: Tensor, onehot: Tensor, pixels: Tensor) -> Tensor:
+        """Eq. (1) on first-convolution outputs ``y (N, C, H, W)`` already masked by their own
+        frame's ``pixels (N, 1, H, W)``: computed channels from this frame, reused ones from
+        the previous frame (masked by this frame's tiles), skipped ones zero."""
+        compute = onehot[..., COMPUTE, None, None]
+        reuse = onehot[..., REUSE, None, None]
+        return y * compute + previous_frame(y, self.num_segments) * reuse * pixels
+
+    def frame_channels(self, onehot: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Hard per-frame ``need``, ``nonskip`` and ``reuse`` channel masks ``(N, C)`` (bool)."""
+        actions = onehot.argmax(dim=-1)
+        reuse = actions == REUSE
+        need = (actions == COMPUTE) | next_frame(reuse, self.num_segments)
+        return need, actions != SKIP, reuse
+
+    def merged_inputs(self, y: Tensor, n: int, channels: Tensor, reuse: Tensor, pixels: Tensor) -> Tensor:
+        """Frame ``n``'s merged map on ``channels`` only (the sparse path's Eq. 1)."""
+        if n % self.num_segments == 0:
+            return y[n, channels]
+        reused = reuse[n, channels][:, None, None]
+        return torch.where(reused, y[n - 1, channels] * pixels[n], y[n, channels])
+
+
+class DStepBasicBlock(DStepBlock):
+    """D-STEP on a :class:`~effvid.models.layers.BasicBlock` (module docstring)."""
+
+    def __init__(self, block: BasicBlock, *, settings: DStepSettings, tile: int) -> None:
+        super().__init__(block, planes=block.conv1.out_channels, settings=settings, tile=tile)
+        self.conv1, self.bn1, self.conv2, self.bn2 = block.conv1, block.bn1, block.conv2, block.bn2
+        self.strided = self.conv1
+        self.terms = (ConvTerm("out", "need", self.in_channels * 9),
+                      ConvTerm("out", "nonskip", self.conv2.out_channels * 9))
+
+    def plain_convs(self, in_size: tuple[int, int], out_size: tuple[int, int]) -> list[tuple[nn.Conv2d, tuple[int, int]]]:
+        return [(self.conv1, out_size), (self.conv2, out_size)]
+
+    def masked(self, xs: Tensor, mask: Tensor, onehot: Tensor, out_size: tuple[int, int]) -> Tensor:
+        pixels = tiles_to_pixels(mask, self.tile, *out_size)
+        y = self.relu(self.bn1(self.conv1(xs))) * pixels
+        return self.bn2(self.conv2(self.merge(y, onehot, pixels))) * pixels
+
+    def sparse(self, xs: Tensor, mask: Tensor, onehot: Tensor, out_size: tuple[int, int]) -> Tensor:
+        need, nonskip, reuse = self.frame_channels(onehot)
+        pixels = tiles_to_pixels(mask, self.tile, *out_size)
+        grid = (mask.shape[1], mask.shape[2])
+        first = _geometry(self.conv1)
+        y = xs.new_zeros(xs.shape[0], self.conv1.out_channels, *out_size)
+        out = xs.new_zeros(xs.shape[0], self.conv2.out_channels, *out_size)
+        w1, w2 = self.conv1.weight, self.conv2.weight
+        for n in range(xs.shape[0]):
+            tiles = active_tiles(mask[n])
+            if len(tiles) == 0:
+                continue
+            dense = runs_dense(len(tiles), grid[0] * grid[1], self.dense_above)
+            channels = need[n].nonzero()[:, 0]
+            if len(channels):
+                if dense:
+                    v = F.conv2d(xs[n : n + 1], w1[channels], **first)[0]
+                    y[n, channels] = torch.relu(bn_eval(self.bn1, v, channels)) * pixels[n]
+                else:
+                    v = tile_conv(xs[n], w1[channels], tiles, grid=grid, tile=self.tile, **first)
+                    y[n, channels] = scatter_tiles(torch.relu(bn_eval(self.bn1, v, channels)), tiles, grid=grid,
+                                                   size=out_size)
+            inputs = nonskip[n].nonzero()[:, 0]
+            z = self.merged_inputs(y, n, inputs, reuse, pixels)
+            if dense:
+                v = (F.conv2d(z[None], w2[:, inputs], padding=1)[0] if len(inputs)
+                     else xs.new_zeros(self.conv2.out_channels, *out_size))
+                out[n] = bn_eval(self.bn2, v) * pixels[n]
+            else:
+                v = (tile_conv(z, w2[:, inputs], tiles, grid=grid, tile=self.tile, stride=1, padding=1) if len(inputs)
+                     else xs.new_zeros(len(tiles), self.conv2.out_channels, self.tile, self.tile))
+                out[n] = scatter_tiles(bn_eval(self.bn2, v), tiles, grid=grid, size=out_size)
+        return out
+
+
+class DStepBottleneck(DStepBlock):
+    """D-STEP on a 2D :class:`~effvid.models.layers.Bottleneck` (module docstring)."""
+
+    def __init__(self, block: Bottleneck, *, settings: DStepSettings, tile: int) -> None:
+        super().__init__(block, planes=block.conv1.out_channels, settings=settings, tile=tile)
+        self.conv1, self.bn1, self.conv2, self.bn2 = block.conv1, block.bn1, block.conv2, block.bn2
+        self.conv3, self.bn3 = block.conv3, block.bn3
+        self.strided = self.conv2
+        planes = self.conv2.out_channels
+        self.terms = (ConvTerm("mid", "need", self.in_channels), ConvTerm("out", "nonskip", planes * 9),
+                      ConvTerm("out", "all", planes * self.conv3.out_channels))
+
+    def plain_convs(self, in_size: tuple[int, int], out_size: tuple[int, int]) -> list[tuple[nn.Conv2d, tuple[int, int]]]:
+        return [(self.conv1, in_size), (self.conv2, out_size), (self.conv3, out_size)]
+
+    def masked(self, xs: Tensor, mask: Tensor, onehot: Tensor, out_size: tuple[int, int]) -> Tensor:
+        mid = tiles_to_pixels(mask, self.tile * self.stride, xs.shape[-2], xs.shape[-1])
+        pixels = tiles_to_pixels(mask, self.tile, *out_size)
+        y = self.relu(self.bn1(self.conv1(xs))) * mid
+        h = self.relu(self.bn2(self.conv2(self.merge(y, onehot, mid)))) * pixels
+        return self.bn3(self.conv3(h)) * pixels
+
+    def sparse(self, xs: Tensor, mask: Tensor, onehot: Tensor, out_size: tuple[int, int]) -> Tensor:
+        need, nonskip, reuse = self.frame_channels(onehot)
+        in_size = (xs.shape[-2], xs.shape[-1])
+        mid = tiles_to_pixels(mask, self.tile * self.stride, *in_size)
+        pixels = tiles_to_pixels(mask, self.tile, *out_size)
+        grid = (mask.shape[1], mask.shape[2])
+        planes = self.conv2.out_channels
+        y = xs.new_zeros(xs.shape[0], self.conv1.out_channels, *in_size)
+        out = xs.new_zeros(xs.shape[0], self.conv3.out_channels, *out_size)
+        w1, w2, w3 = self.conv1.weight, self.conv2.weight, self.conv3.weight
+        second = _geometry(self.conv2)
+        for n in range(xs.shape[0]):
+            tiles = active_tiles(mask[n])
+            if len(tiles) == 0:
+                continue
+            dense = runs_dense(len(tiles), grid[0] * grid[1], self.dense_above)
+            channels = need[n].nonzero()[:, 0]
+            if len(channels):
+                if dense:
+                    v = F.conv2d(xs[n : n + 1], w1[channels])[0]
+                    y[n, channels] = torch.relu(bn_eval(self.bn1, v, channels)) * mid[n]
+                else:
+                    v = tile_conv(xs[n], w1[channels], tiles, grid=grid, tile=self.tile * self.stride, stride=1,
+                                  padding=0)
+                    y[n, channels] = scatter_tiles(torch.relu(bn_eval(self.bn1, v, channels)), tiles, grid=grid,
+                                                   size=in_size)
+            inputs = nonskip[n].nonzero()[:, 0]
+            z = self.merged_inputs(y, n, inputs, reuse, mid)
+            if dense:
+                v = (F.conv2d(z[None], w2[:, inputs], **second)[0] if len(inputs)
+                     else xs.new_zeros(planes, *out_size))
+                h = torch.relu(bn_eval(self.bn2, v)) * pixels[n]
+                out[n] = bn_eval(self.bn3, F.conv2d(h[None], w3)[0]) * pixels[n]
+            else:
+                v = (tile_conv(z, w2[:, inputs], tiles, grid=grid, tile=self.tile, **second) if len(inputs)
+                     else xs.new_zeros(len(tiles), planes, self.tile, self.tile))
+                h = torch.relu(bn_eval(self.bn2, v))
+                out[n] = scatter_tiles(bn_eval(self.bn3, F.conv2d(h, w3)), tiles, grid=grid, size=out_size)
+        return out
