@@ -212,6 +212,7 @@ class ARNet(ModelBase):
         return logits.view(b, t, -1).sum(dim=1) / processed.unsqueeze(-1)
 
     def _multiscale(self, frames: Tensor, batch: int, num_frames: int) -> ModelOutput:
-        logits = self.frame_logits(frames, None).view(batch, num_frames * self.num_resolutions, -1).mean(dim=1)
+        per_frame = self.frame_logits(frames, None).view(batch, num_frames, self.num_resolutions, -1)
         cost = torch.full((batch,), self.dense_gmacs(), dtype=torch.float64)
-        return ModelOutput(logits=logits, cost=cost)
+        named = {"branch_logits": per_frame.mean(dim=1)} if self.training else {}
+        return ModelOutput(logits=per_frame.mean(dim=(1, 2)), cost=cost, decisions=named)

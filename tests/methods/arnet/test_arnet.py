@@ -228,3 +228,29 @@ def test_the_policys_lstm_step_is_lstm_cell_arithmetic_with_the_input_projection
         expected = policy.lstm(features[:, t], (h, c))
         h, c = policy.step(inputs[:, t], h, c)
         assert torch.allclose(h, expected[0], atol=1e-6) and torch.allclose(c, expected[1], atol=1e-6)
+
+
+def test_every_shipped_arnet_config_loads_and_builds_its_model():
+    from effvid.engine.train_config import load_train_config
+    from effvid.methods.arnet.recipe import CONFIG_DIR
+
+    configs = sorted(CONFIG_DIR.glob("*.yaml"))
+    assert len(configs) >= 14
+    for path in configs:  # paper_resnet.yaml is the datasets' base: it names no data and no run folder
+        cfg = load_train_config(path, ["run_dir=runs/x", "data.train=train.txt"])
+        model = create_from_spec(cfg.model.to_spec(16))
+        if model.dynamic:
+            assert {term.name for term in cfg.losses} <= {"ce", *model.loss_terms()}, path.name
+        assert sum(stage.epochs for stage in cfg.stage_plan()) == cfg.epochs, path.name
+
+
+@pytest.mark.parametrize("mode", ["random", "multiscale"])
+def test_the_baselines_train_with_the_warm_up_and_classification_losses(mode):
+    from effvid.engine.losses import LossContext
+
+    model = create_from_spec(_spec(mode=mode)).train()
+    out = model.forward_output(torch.randn(2, 3, 6, 32, 32))
+    ctx = LossContext(logits=out.logits, targets=torch.tensor([0, 1]), decisions=out.decisions)
+    (torch.nn.functional.cross_entropy(out.logits, ctx.targets) + model.loss_terms()["branch_ce"](ctx)).backward()
+    assert all(float(b.fc.weight.grad.abs().sum()) > 0 for b in model.branches)
+    assert model.policy.actions.weight.grad is None  # the policy does not run in either baseline
