@@ -38,8 +38,9 @@ import torch
 from effvid.cost.latency import compare_on_clips, load_record, machine_load, saving_ratio, torch_threads
 from effvid.data.synthetic import ensure_synthactions
 from effvid.engine.checkpoint import load_model
+from effvid.engine.compare import compare_models
 from effvid.engine.evaluate import evaluate
-from effvid.methods.arnet.recipe import compare, random_policy, train_pair
+from effvid.methods.arnet.recipe import random_policy, train_pair
 from effvid.methods.arnet.report import action_usage
 from effvid.models import create_from_spec, default_spec, prepare_for_inference
 from effvid.spec import MethodSpec
@@ -102,7 +103,7 @@ def main() -> None:
     random_eval = evaluate(baseline, val, views=(1, 1), num_workers=1).to_dict()
 
     load_before = machine_load()
-    rows = compare({"Uniform": uniform_stem, "AR-Net": arnet_stem}, val, baseline="Uniform",
+    rows = compare_models({"Uniform": uniform_stem, "AR-Net": arnet_stem}, val, baseline="Uniform",
                    latency_clips=args.latency_clips, threads=args.threads)
     paper = (paper_scale_latency(PAPER_USAGE, clips=args.paper_clips, repeats=2, threads=args.threads)
              if args.paper_clips else None)

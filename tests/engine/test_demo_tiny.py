@@ -1,4 +1,5 @@
-"""``effvid demo --preset tiny`` end to end: data, base training, evaluation, PAS, report, JSON summary.
+"""``effvid demo --preset tiny`` end to end: data, base training, evaluation, PAS, AR-Net against its
+Uniform baseline, report, JSON summary; ``--methods`` picks the method stages.
 
 Not skipped or marked slow: `make test` runs it (about 1 minute on 2 cores).
 """
@@ -38,3 +39,23 @@ def test_demo_tiny_end_to_end(tmp_path, capsys):
         it["selected"] for it in pas["iterations"]]
     assert "pas_s" in summary["timings_s"] and "r2plus1d_18-PAS-2" in report
     assert "![accuracy_vs_gmacs](pas/accuracy_vs_gmacs.png)" in report
+
+    arnet = {row["model"]: row for row in summary["arnet"]["rows"]}
+    assert set(arnet) == {"Uniform", "AR-Net"} and summary["methods"] == ["pas", "arnet"]
+    assert arnet["AR-Net"]["dynamic"] and not arnet["Uniform"]["dynamic"]
+    assert arnet["AR-Net"]["gmacs_per_video_min"] <= arnet["AR-Net"]["gmacs_per_video"] \
+        <= arnet["AR-Net"]["gmacs_per_video_max"] <= arnet["AR-Net"]["dense_gmacs_per_video"]
+    assert all(row["latency_ms"] > 0 for row in arnet.values()) and "arnet_s" in summary["timings_s"]
+    assert "| AR-Net" in report and "| Uniform" in report
+
+
+def test_demo_methods_picks_the_stages_and_refuses_an_unknown_one(tmp_path, capsys):
+    out, data = tmp_path / "demo", tmp_path / "synth"
+    assert main(["demo", "--preset", "tiny", "--out", str(out), "--data", str(data), "--methods", "arnet",
+                 "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["methods"] == ["arnet"] and summary["pas"] is None and summary["base"] is None
+    assert not (out / "base").exists() and (out / "arnet" / "arnet").is_dir()
+    assert main(["demo", "--methods", "pas,vared3"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "vared3" in err[0] and "pas, arnet" in err[0]

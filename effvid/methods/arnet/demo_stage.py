@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from effvid.methods.arnet.recipe import Preset, compare, train_pair
+from effvid.engine.compare import compare_models
+from effvid.methods.arnet.recipe import Preset, train_pair
 from effvid.report.tables import markdown_table
 
 TABLE_COLUMNS = [("model", "model"), ("video_top1", "top-1 %"), ("gmacs_per_video", "GMACs/video"),
@@ -23,7 +24,7 @@ def run_demo_stage(annotations: dict[str, Path], out_dir: str | Path, *, preset:
                                 preset=preset, progress=progress)
     checkpoints = {"Uniform": uniform.best_checkpoint or uniform.last_checkpoint,
                    "AR-Net": arnet.best_checkpoint or arnet.last_checkpoint}
-    rows = compare(checkpoints, annotations["val"], baseline="Uniform", latency_clips=LATENCY_CLIPS[preset])
+    rows = compare_models(checkpoints, annotations["val"], baseline="Uniform", latency_clips=LATENCY_CLIPS[preset])
     shown = [{**row, "video_top1": 100 * row["video_top1"]} for row in rows]
     return {"rows": rows, "checkpoints": {k: str(v) for k, v in checkpoints.items()},
             "table_markdown": markdown_table(shown, TABLE_COLUMNS)}

@@ -3,31 +3,23 @@ started from it, and their comparison on the validation split.
 
 :func:`train_pair` trains the Uniform baseline (``configs/arnet/synth_uniform*.yaml``: the first
 branch's network on every frame at full resolution), then AR-Net (``synth_arnet*.yaml``) with its
-first branch loaded from the baseline's best checkpoint. :func:`compare` evaluates checkpoints
-on one centre view per video (the paper's protocol) and times them at batch 1 on the same
-decoded validation clips, interleaved, prepared for inference as users run them.
+first branch loaded from the baseline's best checkpoint; they are compared with
+:func:`effvid.engine.compare.compare_models` on one centre view per video (the paper's protocol).
 :func:`random_policy` is the Random Policy baseline with AR-Net's own weights.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-import torch
-
-from effvid.cost.latency import compare_on_clips, saving_ratio, torch_threads
-from effvid.data.annotations import load_annotations
-from effvid.data.dataset import VideoDataset
-from effvid.engine.checkpoint import load_model
-from effvid.engine.evaluate import evaluate
 from effvid.engine.train_config import load_train_config
 from effvid.engine.trainer import TrainResult, train
 from effvid.errors import ConfigError
 from effvid.methods.arnet.model import ARNet
-from effvid.models import create_from_spec, prepare_for_inference
+from effvid.models import create_from_spec
 from effvid.spec import MethodSpec
 
 logger = logging.getLogger(__name__)
@@ -71,40 +63,3 @@ def random_policy(model: ARNet, probs: Sequence[float] | None = None) -> ARNet:
     baseline = create_from_spec(model.spec.replace(method=MethodSpec("arnet", settings)))
     baseline.load_state_dict(model.state_dict())
     return baseline.eval()
-
-
-def validation_clips(spec: Any, val_list: str | Path, count: int) -> list[torch.Tensor]:
-    """The first ``count`` validation videos' centre views, decoded as evaluation decodes them, each ``(1, C, T, H, W)``."""
-    dataset = VideoDataset(load_annotations(val_list), spec=spec, train=False, num_clips=1, num_crops=1)
-    return [dataset[i]["clip"].unsqueeze(0) for i in range(min(count, len(dataset)))]
-
-
-def compare(models: Mapping[str, torch.nn.Module | str | Path], val_list: str | Path, *, baseline: str,
-            latency_clips: int = 48, threads: int = 1, repeats: int = 3) -> list[dict[str, Any]]:
-    """One row per model (a module or a checkpoint): its evaluation on ``val_list`` (one centre
-    view per video) and its batch-1 latency on ``latency_clips`` validation clips with ``threads``
-    torch threads, timed interleaved with the others; ``latency_saving_per_gmacs_saving`` is the
-    wall-clock saving against ``baseline`` over its GMACs saving."""
-    built = {name: load_model(m) if isinstance(m, (str, Path)) else m for name, m in models.items()}
-    specs = {(m.spec.num_frames, m.spec.crop_size, m.spec.sampling, tuple(m.spec.mean), tuple(m.spec.std))
-             for m in built.values()}
-    if len(specs) != 1:
-        raise ConfigError(f"compare: the models read different inputs ({sorted(specs)}); compare models of one geometry")
-    rows = []
-    for name, model in built.items():
-        result = evaluate(model, val_list, views=(1, 1), num_workers=1).to_dict()
-        rows.append({"model": name, **result})
-    clips = validation_clips(next(iter(built.values())).spec, val_list, latency_clips)
-    with torch_threads(threads):
-        prepared = {name: prepare_for_inference(model) for name, model in built.items()}
-        timing = compare_on_clips(prepared, clips, repeats=repeats)
-    base = next(r for r in rows if r["model"] == baseline)
-    for row in rows:
-        row["latency_ms"] = timing[row["model"]]["latency_ms_mean"]
-        row["latency_threads"] = threads
-        row["latency_clips"] = len(clips)
-    for row in rows:
-        row["latency_saving_per_gmacs_saving"] = saving_ratio(
-            latency=row["latency_ms"], base_latency=base["latency_ms"], gmacs=row["gmacs_per_video"],
-            base_gmacs=base["gmacs_per_video"])
-    return rows

@@ -1,0 +1,62 @@
+"""Side-by-side comparison of trained models on one validation set: accuracy, cost and latency.
+
+:func:`compare_models` evaluates each model (a module or a checkpoint) with the same views and
+times them at batch 1 on the same decoded validation clips, interleaved clip by clip
+(:func:`~effvid.cost.latency.compare_on_clips`), each prepared for inference as users run it,
+so a dynamic model's wall-clock saving against a baseline is measured as a ratio in one run.
+Every method's demo stage and benchmark reports its rows this way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from effvid.cost.latency import compare_on_clips, saving_ratio, torch_threads
+from effvid.data.annotations import load_annotations
+from effvid.data.dataset import VideoDataset
+from effvid.engine.checkpoint import load_model
+from effvid.engine.evaluate import evaluate
+from effvid.errors import ConfigError
+from effvid.models import prepare_for_inference
+from effvid.spec import ArchSpec
+
+
+def validation_clips(spec: ArchSpec, val_list: str | Path, count: int, *, views: tuple[int, int] = (1, 1)) -> list[torch.Tensor]:
+    """The first ``count`` test views of ``val_list``'s videos (``views`` per video, in order),
+    decoded as evaluation decodes them, each ``(1, C, T, H, W)``."""
+    dataset = VideoDataset(load_annotations(val_list), spec=spec, train=False, num_clips=views[0], num_crops=views[1])
+    return [dataset[i]["clip"].unsqueeze(0) for i in range(min(count, len(dataset)))]
+
+
+def compare_models(models: Mapping[str, torch.nn.Module | str | Path], val_list: str | Path, *, baseline: str,
+                   views: tuple[int, int] = (1, 1), latency_clips: int = 48, threads: int = 1,
+                   repeats: int = 3) -> list[dict[str, Any]]:
+    """One row per model: its evaluation on ``val_list`` with ``views`` (``effvid eval``'s keys),
+    its mean batch-1 latency per view over ``latency_clips`` validation views with ``threads``
+    torch threads (``latency_ms``), and ``latency_saving_per_gmacs_saving`` against ``baseline``
+    (wall-clock saving over GMACs saving per view). The models must read the same input."""
+    built = {name: load_model(m) if isinstance(m, (str, Path)) else m for name, m in models.items()}
+    if baseline not in built:
+        raise ConfigError(f"compare: baseline {baseline!r} is not among the models ({', '.join(built)})")
+    geometry = {(m.spec.num_frames, m.spec.frame_stride, m.spec.crop_size, m.spec.sampling, tuple(m.spec.mean),
+                 tuple(m.spec.std)) for m in built.values()}
+    if len(geometry) != 1:
+        raise ConfigError(f"compare: the models read different inputs ({sorted(geometry)}); compare models of one geometry")
+    rows = [{"model": name, **evaluate(model, val_list, views=views, num_workers=1).to_dict()}
+            for name, model in built.items()]
+    clips = validation_clips(next(iter(built.values())).spec, val_list, latency_clips, views=views)
+    with torch_threads(threads):
+        timing = compare_on_clips({name: prepare_for_inference(m) for name, m in built.items()}, clips, repeats=repeats)
+    for row in rows:
+        row.update(latency_ms=timing[row["model"]]["latency_ms_mean"], latency_threads=threads,
+                   latency_clips=len(clips))
+    base = next(r for r in rows if r["model"] == baseline)
+    for row in rows:
+        row["latency_saving_per_gmacs_saving"] = saving_ratio(
+            latency=row["latency_ms"], base_latency=base["latency_ms"], gmacs=row["gmacs_per_view"],
+            base_gmacs=base["gmacs_per_view"])
+    return rows
