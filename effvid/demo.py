@@ -4,11 +4,12 @@ The demo is a chain of stages, one function each, all writing under one output f
 ``methods`` argument (``effvid demo --methods pas,arnet``) picks the method stages:
 
 1. :func:`stage_data` generates SynthActions for the preset if it is missing;
-2. ``pas``: :func:`stage_train_base` trains the base R(2+1)D from
+2. for ``pas`` and ``vared2``: :func:`stage_train_base` trains the base R(2+1)D from
    ``configs/demo/r2plus1d_synth_<preset>.yaml`` (resumes, or returns at once, if the run folder
-   already holds it), :func:`stage_evaluate` evaluates it on the validation split, and
-   :func:`stage_pas` shrinks it with PAS (:data:`PAS_ITERATIONS` iterations, resumable like
-   ``effvid shrink``) into ``OUT/pas`` (Table-1-style table, ledger path);
+   already holds it) and :func:`stage_evaluate` evaluates it on the validation split; then
+   ``pas``: :func:`stage_pas` shrinks it with PAS (:data:`PAS_ITERATIONS` iterations, resumable
+   like ``effvid shrink``) into ``OUT/pas`` (Table-1-style table, ledger path), and ``vared2``:
+   :func:`stage_vared2` trains VA-RED2 from it into ``OUT/vared2`` and compares the two;
 3. ``arnet``: :func:`stage_arnet` trains the Uniform TSN baseline and AR-Net from it into
    ``OUT/arnet`` and compares them (accuracy, GMACs per video mean/min/max, batch-1 latency);
 4. :func:`write_report` writes ``report.md`` (tables and plots) and returns the printed tables.
@@ -32,13 +33,14 @@ from effvid.engine.trainer import train
 from effvid.errors import EffvidError
 from effvid.methods.arnet.demo_stage import run_demo_stage as run_arnet_stage
 from effvid.methods.pas.demo_stage import run_demo_stage
+from effvid.methods.vared2.demo_stage import run_demo_stage as run_vared2_stage
 from effvid.report.plots import plot_training_curves, read_metrics
 from effvid.report.tables import COST_COLUMNS, markdown_table
 
 logger = logging.getLogger(__name__)
 
 PRESETS = ("tiny", "small")
-METHODS = ("pas", "arnet")
+METHODS = ("pas", "vared2", "arnet")
 """The method stages ``effvid demo`` can run, in the order it runs them (all by default)."""
 PAS_ITERATIONS = {"tiny": 2, "small": 3}
 """How many PAS iterations the demo runs after the base, per preset."""
@@ -63,6 +65,7 @@ class DemoContext:
     rows: list[dict[str, Any]] = field(default_factory=list)  # one table row per evaluated model
     methods: tuple[str, ...] = METHODS
     pas: dict[str, Any] | None = None  # the PAS run's summary (run_demo_stage)
+    vared2: dict[str, Any] | None = None  # the VA-RED2 stage's rows and table
     arnet: dict[str, Any] | None = None  # the AR-Net stage's rows and table
     plots: list[Path] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
@@ -128,6 +131,17 @@ def stage_pas(ctx: DemoContext) -> None:
     ctx.timings["pas_s"] = time.time() - start
 
 
+def stage_vared2(ctx: DemoContext) -> None:
+    """Make the base R(2+1)D dynamic with VA-RED2, train it from the base, and keep the comparison."""
+
+    start = time.time()
+    logger.info(f"demo: VA-RED2 from the base in {ctx.out_dir / 'vared2'}")
+    ctx.vared2 = run_vared2_stage(ctx.base.best_checkpoint or ctx.base.last_checkpoint, ctx.manifest.annotations,
+                                  ctx.out_dir / "vared2", preset=ctx.preset, views=ctx.base_config.data.val_views,
+                                  progress=ctx.progress)
+    ctx.timings["vared2_s"] = time.time() - start
+
+
 def stage_arnet(ctx: DemoContext) -> None:
     """Train the Uniform TSN baseline and AR-Net from it on the same data; keep their comparison."""
 
@@ -153,6 +167,9 @@ def write_report(ctx: DemoContext) -> str:
         sequence = ", ".join(f"epsilon_{op}" for op in ctx.pas["sequence"]) or "(none)"
         parts.append(f"PAS from the base ({len(ctx.pas['iterations'])} iterations, selected [{sequence}]):\n\n"
                      + ctx.pas["table_markdown"])
+    if ctx.vared2 is not None:
+        parts.append("VA-RED2 from the base (its spatial convolutions made dynamic), the base's views, batch-1 "
+                     "latency per view on 1 thread over validation clips:\n\n" + ctx.vared2["table_markdown"])
     if ctx.arnet is not None:
         parts.append("AR-Net against the Uniform baseline (TSN ResNet-18 on every frame at full resolution), one "
                      "centre view per video, batch-1 latency on 1 thread over validation clips:\n\n"
@@ -181,10 +198,11 @@ def summary(ctx: DemoContext) -> dict[str, Any]:
     """The ``--json`` summary: metrics, checkpoints, report, the PAS results (``pas``), the AR-Net
     comparison (``arnet``) and timings; a method that did not run is ``None``."""
     arnet = None if ctx.arnet is None else {k: ctx.arnet[k] for k in ("rows", "checkpoints")}
+    vared2 = None if ctx.vared2 is None else {k: ctx.vared2[k] for k in ("rows", "checkpoint")}
     return {"preset": ctx.preset, "methods": list(ctx.methods), "out_dir": str(ctx.out_dir),
             "data_dir": str(ctx.data_dir), "report": str(ctx.out_dir / "report.md"),
             "base": ctx.base.to_dict() if ctx.base is not None else None, "rows": ctx.rows,
-            "pas": _pas_summary(ctx.pas), "arnet": arnet, "plots": [str(p) for p in ctx.plots],
+            "pas": _pas_summary(ctx.pas), "vared2": vared2, "arnet": arnet, "plots": [str(p) for p in ctx.plots],
             "timings_s": ctx.timings}
 
 
@@ -224,8 +242,12 @@ def run_demo(preset: str = "small", out_dir: str | Path | None = None, *, data_d
     out.mkdir(parents=True, exist_ok=True)
     ctx = DemoContext(preset=preset, out_dir=out, data_dir=data, progress=progress, methods=methods)
     stages = [stage_data]
+    if "pas" in methods or "vared2" in methods:
+        stages += [stage_train_base, stage_evaluate]
     if "pas" in methods:
-        stages += [stage_train_base, stage_evaluate, stage_pas]
+        stages.append(stage_pas)
+    if "vared2" in methods:
+        stages.append(stage_vared2)
     if "arnet" in methods:
         stages.append(stage_arnet)
     for stage in stages:

@@ -1,4 +1,5 @@
-"""``effvid analyze ANALYSIS ...``: reports of what a trained dynamic model decides.
+"""``effvid analyze ANALYSIS ...``: reports on a trained model: what a dynamic model decides, and
+how redundant a network's features are.
 
 Each analysis is a subcommand under ``analyze``: :data:`ANALYSES` maps its name to the function
 that adds its parser (and sets its ``run``), so a method that gains a report adds one entry.
@@ -7,21 +8,49 @@ that adds its parser (and sets its ``run``), so a method that gains a report add
 the Figure-4 strips (each sampled frame with its resolution or skip) of ``--video`` files or of
 a few videos of the list, and per-class action usage on the list (PNG and ``usage.json``, with
 the rates on SynthActions' uninformative stretches against elsewhere).
+
+``effvid analyze redundancy CHECKPOINT --data LIST``: the VA-RED2 thesis's redundancy analysis
+(appendix B.1) of any 3D checkpoint: per convolution, the correlation coefficient, RMSE and
+redundancy proportion of its feature maps along time and along channels, as a table (stdout,
+or ``--json``), ``redundancy.png`` and ``redundancy.json``.
+
+``effvid analyze vared2 CHECKPOINT --data LIST --out DIR``: a VA-RED2 checkpoint's decisions:
+the ratio of computed features per layer and class, the distribution of per-clip cost, and the
+most and least expensive clip per class (PNGs and ``vared2.json``).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Callable
 
 from effvid.commands import non_negative_int, positive_int
 
 
+def _threshold(low: float, high: float | None) -> Callable[[str], float]:
+    """An argparse ``type=`` for a number in ``[low, high]`` (no upper bound when ``high`` is None)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (value >= low and (high is None or value <= high)):
+            bound = f"in [{low:g}, {high:g}]" if high is not None else f">= {low:g}"
+            raise argparse.ArgumentTypeError(f"must be a number {bound}, got {text!r}")
+        return value
+
+    parse.__name__ = "threshold"
+    return parse
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "analyze",
-        help="analyse the decisions of a trained dynamic model",
-        description="Reports of what a trained dynamic model decides, one subcommand per analysis.",
+        help="analyse a trained model: a dynamic model's decisions, a network's feature redundancy",
+        description="Reports on a trained model (what a dynamic model decides, how redundant a network's "
+        "features are), one subcommand per analysis.",
     )
     sub = parser.add_subparsers(dest="analysis", metavar="ANALYSIS", required=True)
     for add in ANALYSES.values():
@@ -84,5 +113,114 @@ def run_decisions(args: argparse.Namespace) -> int:
     return 0
 
 
-ANALYSES: dict[str, Callable[[argparse._SubParsersAction], None]] = {"decisions": _register_decisions}
+def _add_data_options(parser: argparse.ArgumentParser) -> None:
+    """The options every analysis over an annotation list shares."""
+    parser.add_argument("--data", required=True, metavar="LIST", help="annotation file or folder of the videos to analyse")
+    parser.add_argument("--root", metavar="DIR", help="folder the annotation's video paths are relative to")
+    parser.add_argument("--format", default="auto", help="annotation format (default: detect)")
+    parser.add_argument("--max-videos", type=positive_int, metavar="N", help="analyse only the first N videos of the list")
+    parser.add_argument("--batch-size", type=positive_int, default=8, help="videos per forward pass (default 8)")
+    parser.add_argument("--workers", type=non_negative_int, default=0,
+                        help="DataLoader workers (default 0: load in this process)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present, default), cpu, cuda or cuda:N")
+    parser.add_argument("--json", action="store_true", help="print one JSON object (the report) on stdout")
+
+
+def _register_redundancy(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "redundancy",
+        help="VA-RED2: feature-map redundancy along time and channels, per layer",
+        description="The VA-RED2 thesis's redundancy analysis (appendix B.1) of a 3D checkpoint, plain or dynamic: "
+        "for every convolution, the mean correlation coefficient and RMSE between its feature maps along time "
+        "(frames) and along channels, and the proportion of maps that are redundant (correlation above "
+        "--cc-threshold and RMSE above --rmse-threshold with some other map), averaged over one evaluation "
+        "view per video; printed as a table and written to redundancy.png and redundancy.json.",
+    )
+    parser.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint (.safetensors, .json, stem or run dir)")
+    _add_data_options(parser)
+    parser.add_argument("--out", metavar="DIR", help="folder for redundancy.png and redundancy.json "
+                        "(default: the checkpoint's folder)")
+    parser.add_argument("--cc-threshold", type=_threshold(-1.0, 1.0), default=0.85,
+                        help="correlation above which two maps are similar (default 0.85, the thesis's)")
+    parser.add_argument("--rmse-threshold", type=_threshold(0.0, None), default=0.001,
+                        help="RMSE (maps scaled to [0, 1]) above which a similar pair counts (default 0.001, the thesis's)")
+    parser.set_defaults(run=run_redundancy)
+
+
+def _cell(values: dict[str, float | None] | None, metric: str) -> str:
+    value = None if values is None else values[metric]
+    return f"{'-':>7}" if value is None else f"{value:>7.3f}"
+
+
+def run_redundancy(args: argparse.Namespace) -> int:
+    from effvid.commands import info, print_json
+    from effvid.methods.vared2.analysis import write_redundancy_report
+    from effvid.models.inference import resolve_device
+
+    report = write_redundancy_report(args.checkpoint, args.data, out_dir=args.out, root=args.root,
+                                     format=args.format, max_videos=args.max_videos, batch_size=args.batch_size,
+                                     num_workers=args.workers, device=resolve_device(args.device),
+                                     cc_threshold=args.cc_threshold, rmse_threshold=args.rmse_threshold)
+    if args.json:
+        print_json(report)
+        return 0
+    info(f"plot: {report['png']}, {report['json']}")
+    width = max([len("layer"), *(len(row["layer"]) for row in report["layers"])])
+    print(f"{report['model']} on {report['num_clips']} clips")
+    print(f"{'layer':<{width}}  {'C x T x H x W':<20} {'T-CC':>7} {'T-RMSE':>7} {'T-RP':>7} {'C-CC':>7} "
+          f"{'C-RMSE':>7} {'C-RP':>7}")
+    for row in report["layers"]:
+        shape = " x ".join(str(n) for n in row["shape"])
+        cells = " ".join(_cell(row[axis], m) for axis in ("temporal", "channel") for m in ("cc", "rmse", "rp"))
+        print(f"{row['layer']:<{width}}  {shape:<20} {cells}")
+    summary = report["summary"]
+    cells = " ".join(_cell(summary[axis], m) for axis in ("temporal", "channel") for m in ("cc", "rmse", "rp"))
+    print(f"{'mean over layers':<{width}}  {'':<20} {cells}")
+    return 0
+
+
+def _register_vared2(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "vared2",
+        help="VA-RED2: computed features per layer, per-clip cost, most and least expensive clips",
+        description="For a VA-RED2 checkpoint, on one evaluation view per video of the list: the ratio of "
+        "computed features per layer, overall and per class, along time and channels (layer_ratios.png), the "
+        "distribution of per-clip GMACs (cost_distribution.png), and per class the most and the least "
+        "expensive clip (extremes.png, one frame each); everything in vared2.json.",
+    )
+    parser.add_argument("checkpoint", metavar="CHECKPOINT", help="VA-RED2 checkpoint (.safetensors, .json, stem or run dir)")
+    _add_data_options(parser)
+    parser.add_argument("--out", required=True, metavar="DIR", help="folder for the PNGs and vared2.json")
+    parser.add_argument("--figure-classes", type=positive_int, default=20, metavar="N",
+                        help="classes shown in extremes.png (default 20; vared2.json lists every class)")
+    parser.set_defaults(run=run_vared2)
+
+
+def run_vared2(args: argparse.Namespace) -> int:
+    from effvid.commands import info, print_json
+    from effvid.methods.vared2.analysis import write_vared2_report
+    from effvid.models.inference import resolve_device
+
+    report = write_vared2_report(args.checkpoint, args.data, args.out, root=args.root, format=args.format,
+                                 max_videos=args.max_videos, figure_classes=args.figure_classes,
+                                 batch_size=args.batch_size, num_workers=args.workers,
+                                 device=resolve_device(args.device))
+    if args.json:
+        print_json(report)
+        return 0
+    for key in ("layer_ratios_png", "cost_distribution_png", "extremes_png", "json"):
+        info(f"wrote {report[key]}")
+    gmacs = report["gmacs"]
+    print(f"{report['num_clips']} clips: GMACs per clip mean {gmacs['mean']:.4f}, min {gmacs['min']:.4f}, "
+          f"max {gmacs['max']:.4f} (base network {report['base_gmacs']:.4f}, dense {report['dense_gmacs']:.4f})")
+    for row in report["per_layer"]:
+        print(f"{row['layer']}: temporal {row['temporal_ratio']:.3f}, channel {row['channel_ratio']:.3f}")
+    return 0
+
+
+ANALYSES: dict[str, Callable[[argparse._SubParsersAction], None]] = {
+    "decisions": _register_decisions,
+    "redundancy": _register_redundancy,
+    "vared2": _register_vared2,
+}
 """Analysis name -> the function adding its ``effvid analyze`` subparser (in ``--help`` order)."""

@@ -18,7 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="small: about 10 minutes on 2 cores (default); tiny: about 2 minutes")
     parser.add_argument("--out", metavar="DIR", help="output folder (default runs/demo-PRESET)")
     parser.add_argument("--data", metavar="DIR", help="SynthActions folder (default data/synthactions-PRESET)")
-    parser.add_argument("--methods", metavar="LIST", help="comma-separated method stages to run: pas, arnet "
+    parser.add_argument("--methods", metavar="LIST", help="comma-separated method stages to run: pas, vared2, arnet "
                         "(default: all)")
     parser.add_argument("--json", action="store_true", help="print one JSON summary object on stdout")
     parser.set_defaults(run=run)

@@ -1,5 +1,6 @@
 """I3D-InceptionV2: BN-Inception (Ioffe and Szegedy 2015) inflated to 3D as in I3D (Carreira and
-Zisserman 2017), the I3D of the VA-RED2 thesis (its "I3D-InceptionV2", after Xie et al. 2018).
+Zisserman 2017): the I3D of the VA-RED2 thesis, its "I3D-InceptionV2" (for which it cites
+Carreira and Zisserman and Xie et al. 2018).
 
 Layout (module names in brackets; every convolution is a :class:`Unit3d` ``conv``/``bn``/``relu``):
 
@@ -63,7 +64,7 @@ class InceptionConfig:
     """One BN-Inception module's branch widths: ``out_1x1`` (0: no 1x1 branch), the 3x3 branch
     ``reduce_3x3 -> out_3x3``, the double-3x3 branch ``reduce_dbl -> out_dbl -> out_dbl``, the
     pool branch's ``pool`` kind and ``proj`` width (0: the pooled input passes through), and the
-    module's ``stride`` (2: a reduction module, no 1x1 branch)."""
+    module's spatial ``stride`` (2: a reduction module)."""
 
     out_1x1: int
     reduce_3x3: int

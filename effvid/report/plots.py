@@ -1,8 +1,10 @@
 """Every matplotlib figure effvid draws, as PNG files (Agg backend, no display needed).
 
 Training curves of a run, the accuracy-vs-GMACs figure (and PAS's search plot drawn with it),
-the confusion matrix of an evaluation, and the per-frame decision figures of a dynamic model
-(a strip of sampled frames captioned with their actions, and action usage per class).
+the confusion matrix of an evaluation, the per-frame decision figures of a dynamic model
+(a strip of sampled frames captioned with their actions, and action usage per class), and
+VA-RED2's figures: feature redundancy per layer, the ratio of computed features per layer and
+class, the distribution of per-clip cost, and a grid of captioned clip frames.
 """
 
 from __future__ import annotations
@@ -209,4 +211,127 @@ def plot_action_usage(usage: Sequence[Sequence[float]] | np.ndarray, class_names
     ax.invert_yaxis()
     ax.set(title=title, xlabel="fraction of sampled frames", xlim=(0.0, 1.0))
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    return _save(fig, path)
+
+
+#: Line colour of each redundancy axis in :func:`plot_redundancy`.
+_AXIS_COLOURS = {"temporal": "tab:blue", "channel": "tab:orange"}
+
+
+def plot_redundancy(layer_names: Sequence[str], metrics: Mapping[str, Mapping[str, Sequence[float]]],
+                    path: str | Path, *, title: str = "Feature redundancy per layer") -> Path:
+    """Feature redundancy per layer as a PNG of three panels (correlation coefficient, RMSE,
+    redundancy proportion), each with one line per axis: ``metrics[axis][metric]`` holds one
+    value per entry of ``layer_names`` for ``axis`` in ``temporal``/``channel`` and ``metric``
+    in ``cc``/``rmse``/``rp``; NaN (a layer with a single frame, say) leaves a gap. A length that
+    does not match the layers is a :class:`ValueError`."""
+    panels = (("cc", "correlation coefficient"), ("rmse", "RMSE"), ("rp", "redundancy proportion"))
+    for axis, values in metrics.items():
+        for metric, _ in panels:
+            if len(values[metric]) != len(layer_names):
+                raise ValueError(f"{axis} {metric}: one value per layer expected ({len(layer_names)}), "
+                                 f"got {len(values[metric])}")
+    fig = _figure(max(6.0, min(0.18 * len(layer_names), 30.0)), 7.0)
+    axes = fig.subplots(3, 1, sharex=True)
+    index = np.arange(len(layer_names))
+    for ax, (metric, label) in zip(axes, panels):
+        for axis, values in metrics.items():
+            ax.plot(index, np.asarray(values[metric], dtype=np.float64), marker=".", label=axis,
+                    color=_AXIS_COLOURS.get(axis))
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].set_title(title)
+    axes[0].legend(fontsize=8)
+    if len(layer_names) <= 80:
+        axes[-1].set_xticks(index, list(layer_names), rotation=90, fontsize=6)
+    else:
+        axes[-1].set_xlabel("layer (execution order)")
+    return _save(fig, path)
+
+
+def plot_layer_ratios(ratios: Mapping[str, Sequence[Sequence[float]] | np.ndarray], row_names: Sequence[str],
+                      layer_names: Sequence[str], path: str | Path, *,
+                      title: str = "Ratio of computed features per layer") -> Path:
+    """VA-RED2's Fig. 4-1 as a PNG: one heat map per entry of ``ratios`` (a panel title, e.g.
+    the temporal or channel policy, to a ``(rows, layers)`` array of ratios in ``[0, 1]``), rows
+    named by ``row_names`` (classes, say), columns by ``layer_names``; darker is more computed.
+    Names up to 60 rows and 80 layers label the axes. A shape that does not match the names is
+    a :class:`ValueError`."""
+    arrays = {name: np.asarray(values, dtype=np.float64) for name, values in ratios.items()}
+    for name, values in arrays.items():
+        if values.shape != (len(row_names), len(layer_names)):
+            raise ValueError(f"{name}: ratios of shape (rows, layers) = ({len(row_names)}, {len(layer_names)}) "
+                             f"expected, got {values.shape}")
+    height = min(1.5 + 0.22 * len(row_names), 30.0)
+    fig = _figure(max(6.0, min(0.2 * len(layer_names) + 2.0, 30.0)), height * max(1, len(arrays)))
+    axes = fig.subplots(max(1, len(arrays)), 1, squeeze=False)[:, 0]
+    for ax, (name, values) in zip(axes, arrays.items()):
+        image = ax.imshow(values, cmap="Blues", vmin=0.0, vmax=1.0, aspect="auto", interpolation="nearest")
+        fig.colorbar(image, ax=ax, fraction=0.03, pad=0.02)
+        ax.set_title(name, fontsize=9)
+        if len(row_names) <= 60:
+            ax.set_yticks(range(len(row_names)), list(row_names), fontsize=6)
+        if len(layer_names) <= 80:
+            ax.set_xticks(range(len(layer_names)), list(layer_names), rotation=90, fontsize=5)
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
+def plot_cost_distribution(gmacs: Sequence[float] | np.ndarray, path: str | Path, *, bins: int = 10,
+                           reference: Mapping[str, float] | None = None,
+                           title: str = "Per-clip cost") -> Path:
+    """VA-RED2's Fig. B-6 as a PNG: a histogram of per-clip ``gmacs`` in ``bins`` equal bins,
+    each bar labelled with its share of the clips (percent), and a dashed vertical line per
+    entry of ``reference`` (a label to GMACs, e.g. the base network's cost). No clips is a
+    :class:`ValueError`."""
+    values = np.asarray(gmacs, dtype=np.float64).reshape(-1)
+    if values.size == 0:
+        raise ValueError("a cost distribution needs at least one clip")
+    fig = _figure(6.5, 4.0)
+    ax = fig.add_subplot()
+    low, high = float(values.min()), float(values.max())
+    span = (low - 0.5e-3 * max(abs(low), 1e-9), high + 0.5e-3 * max(abs(high), 1e-9)) if low == high else (low, high)
+    counts, edges, bars = ax.hist(values, bins=bins, range=span, color="tab:blue", edgecolor="white")
+    for count, bar in zip(counts, bars):
+        if count:
+            ax.annotate(f"{100 * count / values.size:.1f}%", (bar.get_x() + bar.get_width() / 2, count),
+                        ha="center", va="bottom", fontsize=7)
+    for (label, value), colour in zip((reference or {}).items(), ("tab:red", "tab:green", "tab:purple", "0.4")):
+        ax.axvline(value, linestyle="--", color=colour, label=f"{label}: {value:.4g}")
+    if reference:
+        ax.legend(fontsize=8)
+    ax.set(title=f"{title} ({values.size} clips; mean {values.mean():.4g}, min {low:.4g}, max {high:.4g})",
+           xlabel="GMACs per clip", ylabel="clips")
+    ax.title.set_fontsize(9)
+    return _save(fig, path)
+
+
+def plot_frame_grid(frames: Sequence[Sequence[np.ndarray]], captions: Sequence[Sequence[str]], path: str | Path, *,
+                    row_labels: Sequence[str] = (), column_labels: Sequence[str] = (),
+                    title: str = "") -> Path:
+    """A grid of frames as a PNG (VA-RED2's Fig. 4-2: per class, the most and the least expensive
+    clip): ``frames[r][c]`` a uint8 ``(H, W, 3)`` image captioned ``captions[r][c]``; rows may be
+    named by ``row_labels`` and columns by ``column_labels``. Captions not shaped like the
+    frames, or no frames, are a :class:`ValueError`."""
+    if not frames or any(len(row) != len(caps) for row, caps in zip(frames, captions)) or len(frames) != len(captions):
+        raise ValueError("one caption per frame, and at least one row of frames, expected")
+    rows, cols = len(frames), max(len(row) for row in frames)
+    fig = _figure(max(3.0, 1.9 * cols + 1.0), 1.9 * rows + 0.6)
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for r in range(rows):
+        for c in range(cols):
+            ax = axes[r][c]
+            if c >= len(frames[r]):
+                ax.set_axis_off()
+                continue
+            ax.imshow(np.asarray(frames[r][c], dtype=np.uint8))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_xlabel(captions[r][c], fontsize=7)
+            if c == 0 and r < len(row_labels):
+                ax.set_ylabel(row_labels[r], fontsize=8)
+            if r == 0 and c < len(column_labels):
+                ax.set_title(column_labels[c], fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
     return _save(fig, path)

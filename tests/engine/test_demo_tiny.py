@@ -41,7 +41,7 @@ def test_demo_tiny_end_to_end(tmp_path, capsys):
     assert "![accuracy_vs_gmacs](pas/accuracy_vs_gmacs.png)" in report
 
     arnet = {row["model"]: row for row in summary["arnet"]["rows"]}
-    assert set(arnet) == {"Uniform", "AR-Net"} and summary["methods"] == ["pas", "arnet"]
+    assert set(arnet) == {"Uniform", "AR-Net"} and summary["methods"] == ["pas", "vared2", "arnet"]
     assert arnet["AR-Net"]["dynamic"] and not arnet["Uniform"]["dynamic"]
     assert arnet["AR-Net"]["gmacs_per_video_min"] <= arnet["AR-Net"]["gmacs_per_video"] \
         <= arnet["AR-Net"]["gmacs_per_video_max"] <= arnet["AR-Net"]["dense_gmacs_per_video"]
@@ -58,4 +58,4 @@ def test_demo_methods_picks_the_stages_and_refuses_an_unknown_one(tmp_path, caps
     assert not (out / "base").exists() and (out / "arnet" / "arnet").is_dir()
     assert main(["demo", "--methods", "pas,vared3"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "vared3" in err[0] and "pas, arnet" in err[0]
+    assert len(err) == 1 and "vared3" in err[0] and "pas, vared2, arnet" in err[0]

@@ -23,7 +23,7 @@ def gumbel_noise(like: Tensor, *, generator: torch.Generator | None = None) -> T
 
 def straight_through(hard: Tensor, soft: Tensor) -> Tensor:
     """``hard`` in the forward pass, the gradient of ``soft`` in the backward pass."""
-    return hard + soft - soft.detach()
+    return hard + (soft - soft.detach())
 
 
 def gumbel_softmax_st(logits: Tensor, tau: float, *, dim: int = -1, noise: bool = True,

@@ -28,9 +28,10 @@ Training (and ``executor = "masked"``) computes densely and multiplies by the ma
 straight-through gradients reach mask and policy. Inference (``executor = "sparse"``, the
 default in eval mode) executes only that work: per frame, the needed rows of ``conv1``'s weight
 on the gathered active tiles (:mod:`~effvid.methods.dstep.sparse`), a copy for reused channels,
-the non-skipped columns of ``conv2``'s weight; a frame with more than ``dense_above`` of its
-tiles active runs its convolutions densely on the map. The two paths give the same output for
-the same decisions. ``last`` holds the forward's :class:`BlockRecord` (costs and decisions).
+the non-skipped columns of ``conv2``'s weight; a frame with more than ``dense_above`` (its
+stage's setting) of its tiles active runs its convolutions densely on the map. The two paths
+give the same output for the same decisions. ``last`` holds the forward's
+:class:`BlockRecord` (costs and decisions).
 """
 
 from __future__ import annotations
@@ -81,14 +82,15 @@ class DStepBlock(TemporalShiftMixin, nn.Module):
     strided: nn.Conv2d
     terms: tuple[ConvTerm, ...]
 
-    def __init__(self, block: BasicBlock | Bottleneck, *, planes: int, settings: DStepSettings, tile: int) -> None:
+    def __init__(self, block: BasicBlock | Bottleneck, *, planes: int, settings: DStepSettings, tile: int,
+                 dense_above: float) -> None:
         super().__init__()
         self.shift_div = block.shift_div
         self.out_channels = block.out_channels
         self.downsample = block.downsample
         self.relu = block.relu
         self.tile = tile
-        self.dense_above = settings.dense_above
+        self.dense_above = dense_above
         self.executor = "sparse"
         self.in_channels = block.conv1.in_channels
         self.mask = SpatialMask(self.in_channels, tile, tau=settings.mask_tau, bias=settings.mask_bias,
@@ -190,8 +192,8 @@ class DStepBlock(TemporalShiftMixin, nn.Module):
 class DStepBasicBlock(DStepBlock):
     """D-STEP on a :class:`~effvid.models.layers.BasicBlock` (module docstring)."""
 
-    def __init__(self, block: BasicBlock, *, settings: DStepSettings, tile: int) -> None:
-        super().__init__(block, planes=block.conv1.out_channels, settings=settings, tile=tile)
+    def __init__(self, block: BasicBlock, *, settings: DStepSettings, tile: int, dense_above: float = 1.0) -> None:
+        super().__init__(block, planes=block.conv1.out_channels, settings=settings, tile=tile, dense_above=dense_above)
         self.conv1, self.bn1, self.conv2, self.bn2 = block.conv1, block.bn1, block.conv2, block.bn2
         self.strided = self.conv1
         self.terms = (ConvTerm("out", "need", self.in_channels * 9),
@@ -243,8 +245,8 @@ class DStepBasicBlock(DStepBlock):
 class DStepBottleneck(DStepBlock):
     """D-STEP on a 2D :class:`~effvid.models.layers.Bottleneck` (module docstring)."""
 
-    def __init__(self, block: Bottleneck, *, settings: DStepSettings, tile: int) -> None:
-        super().__init__(block, planes=block.conv1.out_channels, settings=settings, tile=tile)
+    def __init__(self, block: Bottleneck, *, settings: DStepSettings, tile: int, dense_above: float = 1.0) -> None:
+        super().__init__(block, planes=block.conv1.out_channels, settings=settings, tile=tile, dense_above=dense_above)
         self.conv1, self.bn1, self.conv2, self.bn2 = block.conv1, block.bn1, block.conv2, block.bn2
         self.conv3, self.bn3 = block.conv3, block.bn3
         self.strided = self.conv2

@@ -16,6 +16,15 @@ from effvid.methods.common.gumbel import gumbel_sigmoid_st
 from effvid.methods.dstep.sparse import tile_grid
 
 
+def exactly_binary(sample: Tensor) -> Tensor:
+    """A straight-through sample whose forward values are exactly 0 or 1, gradient unchanged.
+
+    ``hard + soft - soft.detach()`` rounds (``(1 + s) - s`` is not always 1 in floating point);
+    adding ``sample - sample.detach()`` (exactly 0) to the rounded values keeps the gradient.
+    """
+    return sample.detach().round() + (sample - sample.detach())
+
+
 class SpatialMask(nn.Module):
     """Tile mask of a block whose output has tiles of ``tile`` pixels (module docstring).
 
@@ -31,7 +40,6 @@ class SpatialMask(nn.Module):
         self.conv = nn.Conv2d(in_channels, 1, 3, padding=1, bias=True)
         nn.init.normal_(self.conv.weight, 0.0, 0.01)
         nn.init.constant_(self.conv.bias, bias)
-        self.sample_at_test = False
 
     def grid(self, height: int, width: int) -> tuple[int, int]:
         """The tile grid of a ``height x width`` block output."""
@@ -43,8 +51,8 @@ class SpatialMask(nn.Module):
         if not self.enabled:
             return x.new_ones(x.shape[0], rows, cols)
         logits = self.conv(F.adaptive_avg_pool2d(x, (rows, cols)))[:, 0]
-        if self.training or self.sample_at_test:
-            return gumbel_sigmoid_st(logits, self.tau)
+        if self.training:
+            return exactly_binary(gumbel_sigmoid_st(logits, self.tau))
         return (logits >= 0).to(logits.dtype)
 
     def macs_per_frame(self, out_size: tuple[int, int]) -> int:

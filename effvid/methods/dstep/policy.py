@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from effvid.methods.common.gumbel import gumbel_softmax_st
+from effvid.methods.dstep.mask import exactly_binary
 from effvid.methods.dstep.settings import REUSE
 
 
@@ -71,7 +72,7 @@ class ChannelPolicy(nn.Module):
             reuse = torch.zeros_like(logits, dtype=torch.bool)
             reuse[first, :, self.actions.index(REUSE)] = True
             logits = logits.masked_fill(reuse, float("-inf"))
-        choice = gumbel_softmax_st(logits, self.tau, noise=self.training or self.sample_at_test)
+        choice = exactly_binary(gumbel_softmax_st(logits, self.tau, noise=self.training or self.sample_at_test))
         slots = [choice.new_zeros(choice.shape[:-1])] * 3
         for index, slot in enumerate(self.actions):
             slots[slot] = choice[..., index]

@@ -21,10 +21,14 @@ authors' code's (section 3, ``implementations.md`` section 4) unless a field say
   the trained base network).
 * ``test_decisions``: ``argmax`` (deterministic, the default) or ``sample`` (Gumbel noise at
   test time, as the authors' code does for the channel policy).
-* ``dense_above``: inference runs a block's convolutions for one frame densely (then masks)
-  when more than this fraction of its tiles is active, since gathering nearly every tile with
-  its halo costs more time than it saves; the reported cost then counts the dense map, as it
-  executes. ``1.0`` never falls back.
+* ``dense_above``: per stage, inference runs a block's convolutions for one frame densely (then
+  masks) when more than this fraction of its tiles is active, since gathering many tiles with
+  their halos costs more time than it saves; the reported cost then counts the dense map, as it
+  executes. ``1.0`` never falls back. The defaults are the break-even fractions measured on
+  this project's 2-core CPU (one thread, a full-width ResNet-18 at 224, gather + conv + scatter
+  against one dense conv, 3x3 convolution of each stage): about 0.75 at 56x56 with tiles of 8,
+  0.4 at 28x28 with tiles of 4, and below 0.25 at 14x14 (tiles of 2) and 7x7 (tiles of 1),
+  where tile gathering hardly pays; re-measure on the target machine (``benchmarks/``).
 * ``loss``: the targets and schedules of Eq. (3) (:class:`LossSettings`).
 """
 
@@ -80,7 +84,7 @@ class DStepSettings:
     mask_bias: float = 2.0
     compute_bias: float = 0.0
     test_decisions: Literal["argmax", "sample"] = "argmax"
-    dense_above: float = 0.9
+    dense_above: list[float] = field(default_factory=lambda: [0.75, 0.4, 0.15, 0.1])
     loss: LossSettings = field(default_factory=LossSettings)
 
     def __post_init__(self) -> None:
@@ -92,8 +96,9 @@ class DStepSettings:
             raise ConfigError(f"{where}.hidden must be a positive integer, got {self.hidden}")
         if not (self.tau > 0 and self.mask_tau > 0):
             raise ConfigError(f"{where}: tau and mask_tau must be positive")
-        if not 0.0 <= self.dense_above <= 1.0:
-            raise ConfigError(f"{where}.dense_above must be in [0, 1], got {self.dense_above}")
+        if len(self.dense_above) != 4 or not all(0.0 <= d <= 1.0 for d in self.dense_above):
+            raise ConfigError(f"{where}.dense_above: four fractions in [0, 1] (one per stage) expected, "
+                              f"got {self.dense_above}")
 
     @property
     def actions(self) -> tuple[int, ...]:

@@ -5,7 +5,9 @@ Keys (all optional):
 * ``wrap``: ``fnmatch`` patterns over module names choosing the convolutions made dynamic
   (default per family, :data:`DEFAULT_WRAP`: the spatial 2D convolutions of R(2+1)D's blocks,
   as the thesis does (appendix A.2), the pointwise convolutions of X3D's bottlenecks, every
-  block convolution of R3D and the inflated ResNet-50);
+  block convolution of R3D and the inflated ResNet-50, and every convolution of
+  I3D-InceptionV2, its stem and all four branches of every Inception module: all of them are
+  3D, and none is depthwise);
 * ``temporal_choices`` (S_t) and ``channel_choices`` (S_c): the search space of each axis,
   2 (all, 1/2) or 3 (all, 1/2, 1/4); 1 switches the axis off (the temporal-only and
   channel-only ablations, thesis Tables 4.11-4.12);
@@ -28,10 +30,12 @@ from effvid.errors import ConfigError
 DEFAULT_WRAP: dict[str, tuple[str, ...]] = {
     "r2plus1d": ("layer*.conv*.0.0",),
     "r3d": ("layer*.conv*.0",),
+    "i3d_inception": ("conv*.conv", "mixed*.conv"),
     "i3d": ("layer*.conv*",),
     "x3d": ("blocks.*.branch2.conv_a", "blocks.*.branch2.conv_c"),
 }
-"""Default ``wrap`` patterns, by the prefix of the family's registered name."""
+"""Default ``wrap`` patterns, by the prefix of the family's registered name (the first prefix
+that matches wins, so a longer prefix comes before a shorter one it extends)."""
 
 
 @dataclass(frozen=True)
