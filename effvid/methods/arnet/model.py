@@ -17,8 +17,9 @@ neither resized nor run. The per-video cost in ``ModelOutput`` comes from the de
 :mod:`~effvid.methods.arnet.cost` table, and equals what the routed forward executes.
 
 Baselines as settings (``mode``): ``random`` draws actions (the policy is not run; the lowest
-branch then pays its extractor), ``multiscale`` runs every branch on every frame. The Uniform
-baseline is the plain frame model of the first branch, trained and run on its own.
+branch then pays its extractor), ``multiscale`` runs every branch on every frame, ``lstm`` runs
+the first branch on every frame and an LSTM over its features (``temporal``, ``temporal_head``).
+The Uniform baseline is the plain frame model of the first branch, trained and run on its own.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from effvid.errors import ConfigError
 from effvid.methods.arnet.actions import SkipCounter
 from effvid.methods.arnet.cost import CostTable, decision_cost, frame_gmacs, linear_gmacs, lstm_gmacs
 from effvid.methods.arnet.losses import branch_ce_term, flops_term, uniform_term
-from effvid.methods.arnet.policy import Decisions, Policy, random_decisions
+from effvid.methods.arnet.policy import Decisions, Policy, lstm_input_gates, lstm_step, random_decisions
 from effvid.methods.arnet.settings import ARNetSettings, parse_settings
 from effvid.methods.common.grouping import group_rows
 from effvid.methods.common.gumbel import exp_decay_temperature
@@ -74,6 +75,11 @@ class ARNet(ModelBase):
         self.resolutions = [b.resolution for b in settings.branches]
         first = f"branches.0.{self.branches[0].classifier_name}" if len(self.branches) else None
         self.classifier_name = first or f"policy.extractor.{extractor.classifier_name}"
+        if settings.mode == "lstm":
+            if not len(self.branches):
+                raise ConfigError("model.method.settings: the LSTM baseline needs a branch (branches)")
+            self.temporal = nn.LSTMCell(self.branches[0].num_features, p.hidden)
+            self.temporal_head = nn.Linear(p.hidden, spec.num_classes)
         self.tau = settings.initial_tau
         self._count_costs()
 
@@ -107,14 +113,20 @@ class ARNet(ModelBase):
         c = self.costs
         if self.settings.mode == "multiscale":
             return t * (sum(c.branches) + (c.extractor + c.lite_head if self.settings.policy.as_branch else 0.0))
+        if self.settings.mode == "lstm":
+            trunk = c.branches[0] - linear_gmacs(self.branches[0].get_classifier())
+            return t * (trunk + sum(lstm_gmacs(self.temporal)) + linear_gmacs(self.temporal_head))
         frames = t * float(self.action_costs.max())
         return frames + (t * (c.extractor + c.lstm_input + c.lstm_step + c.action_layer) if self.policy_runs else 0.0)
 
     def reset_classifier(self, num_classes: int) -> None:
-        """Fresh classifiers on every branch and on the policy's extractor; costs recounted."""
+        """Fresh classifiers on every branch and on the policy's extractor (and the LSTM baseline's
+        head); costs recounted."""
         for branch in self.branches:
             branch.reset_classifier(num_classes)
         self.policy.extractor.reset_classifier(num_classes)
+        if self.settings.mode == "lstm":
+            self.temporal_head = nn.Linear(self.temporal_head.in_features, num_classes)
         self.spec = self.spec.replace(num_classes=num_classes)
         self._count_costs()
 
@@ -140,6 +152,8 @@ class ARNet(ModelBase):
         frames = x.transpose(1, 2).reshape(b * t, c, h, w)
         if self.settings.mode == "multiscale":
             return self._multiscale(frames, b, t)
+        if self.settings.mode == "lstm":
+            return self._lstm_baseline(frames, b, t)
         features = None
         if self.policy_runs:
             features = self.policy.features(self.resize(frames, self.settings.policy.resolution))
@@ -216,3 +230,15 @@ class ARNet(ModelBase):
         cost = torch.full((batch,), self.dense_gmacs(), dtype=torch.float64)
         named = {"branch_logits": per_frame.mean(dim=1)} if self.training else {}
         return ModelOutput(logits=per_frame.mean(dim=(1, 2)), cost=cost, decisions=named)
+
+    def _lstm_baseline(self, frames: Tensor, batch: int, num_frames: int) -> ModelOutput:
+        branch = self.branches[0]
+        pooled = branch.forward_frames(self.resize(frames, self.resolutions[0])).mean(dim=(2, 3))
+        inputs = lstm_input_gates(self.temporal, pooled.view(batch, num_frames, -1))
+        h = c = pooled.new_zeros(batch, self.temporal.hidden_size)
+        steps = []
+        for i in range(num_frames):
+            h, c = lstm_step(self.temporal, inputs[:, i], h, c)
+            steps.append(self.temporal_head(h))
+        cost = torch.full((batch,), self.dense_gmacs(), dtype=torch.float64)
+        return ModelOutput(logits=torch.stack(steps, dim=1).mean(dim=1), cost=cost)

@@ -45,6 +45,19 @@ class Decisions:
     lstm_steps: Tensor
 
 
+def lstm_input_gates(cell: nn.LSTMCell, x: Tensor) -> Tensor:
+    """``cell``'s input projection of ``x (..., F)`` for every step at once, both biases folded in."""
+    return F.linear(x, cell.weight_ih, cell.bias_ih + cell.bias_hh)
+
+
+def lstm_step(cell: nn.LSTMCell, input_gates: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+    """One step of ``cell`` from precomputed input gates: ``nn.LSTMCell``'s arithmetic (gates i, f, g, o)."""
+    gates = input_gates + F.linear(h, cell.weight_hh)
+    i, f, g, o = gates.chunk(4, dim=1)
+    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    return torch.sigmoid(o) * torch.tanh(c), c
+
+
 class Policy(nn.Module):
     """Extractor, LSTM cell and action layer (module docstring)."""
 
@@ -65,16 +78,12 @@ class Policy(nn.Module):
         return self.extractor.forward_frames(frames).mean(dim=(2, 3))
 
     def input_gates(self, features: Tensor) -> Tensor:
-        """The LSTM's input projection of every frame at once, ``(B, T, 4H)`` (both biases folded in)."""
-        cell = self.lstm
-        return F.linear(features, cell.weight_ih, cell.bias_ih + cell.bias_hh)
+        """The LSTM's input projection of every frame at once, ``(B, T, 4H)``."""
+        return lstm_input_gates(self.lstm, features)
 
     def step(self, input_gates: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
-        """One LSTM step from precomputed input gates: ``nn.LSTMCell``'s arithmetic (gates i, f, g, o)."""
-        gates = input_gates + F.linear(h, self.lstm.weight_hh)
-        i, f, g, o = gates.chunk(4, dim=1)
-        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        return torch.sigmoid(o) * torch.tanh(c), c
+        """One LSTM step from precomputed input gates."""
+        return lstm_step(self.lstm, input_gates, h, c)
 
     def decide(self, features: Tensor, *, tau: float, sample: bool, counter: SkipCounter,
                integrate_skipped: bool) -> Decisions:

@@ -15,7 +15,7 @@ from typing import Any, Literal
 from effvid.config import from_dict
 from effvid.errors import ConfigError
 
-Mode = Literal["learned", "random", "multiscale"]
+Mode = Literal["learned", "random", "multiscale", "lstm"]
 
 
 @dataclass(frozen=True)
@@ -51,8 +51,10 @@ class ARNetSettings:
     """Everything AR-Net adds to its spec (module docstring).
 
     ``mode``: ``learned`` (the policy decides), ``random`` (actions drawn at every decision with
-    ``random_probs``, uniform if unset: the paper's Random Policy baseline) or ``multiscale``
-    (every branch on every frame, predictions averaged: the Multi-Scale baseline).
+    ``random_probs``, uniform if unset: the paper's Random Policy baseline), ``multiscale``
+    (every branch on every frame, predictions averaged: the Multi-Scale baseline) or ``lstm``
+    (the first branch on every frame, its pooled features through an LSTM of ``policy.hidden``
+    units and a classifier at every step, the steps' logits averaged: the LSTM baseline).
     ``test_decisions``: ``argmax`` (deterministic, the default) or ``sample`` (Gumbel-max draws
     at the current temperature, the authors' evaluation protocol). ``skip_state``: ``hold``
     keeps the LSTM's hidden and cell state through a skip (the skipped frames are not seen by

@@ -105,7 +105,8 @@ def test_the_cost_table_is_effvid_flops_of_each_backbone_at_its_resolution(capsy
     assert model.action_costs.tolist() == pytest.approx([*model.costs.branches, model.costs.lite_head, 0, 0, 0])
 
 
-@pytest.mark.parametrize("settings", [{}, {"skip_state": "integrate"}, {"mode": "random"}, {"mode": "multiscale"}])
+@pytest.mark.parametrize("settings", [{}, {"skip_state": "integrate"}, {"mode": "random"}, {"mode": "multiscale"},
+                                      {"mode": "lstm"}])
 def test_reported_cost_is_what_executed_on_real_clips(settings, synth_micro):
     from effvid.data.annotations import load_annotations
     from effvid.data.dataset import VideoDataset
@@ -235,7 +236,7 @@ def test_every_shipped_arnet_config_loads_and_builds_its_model():
     from effvid.methods.arnet.recipe import CONFIG_DIR
 
     configs = sorted(CONFIG_DIR.glob("*.yaml"))
-    assert len(configs) >= 14
+    assert len(configs) >= 15
     for path in configs:  # paper_resnet.yaml is the datasets' base: it names no data and no run folder
         cfg = load_train_config(path, ["run_dir=runs/x", "data.train=train.txt"])
         model = create_from_spec(cfg.model.to_spec(16))
