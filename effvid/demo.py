@@ -10,9 +10,11 @@ The demo is a chain of stages, one function each, all writing under one output f
    ``pas``: :func:`stage_pas` shrinks it with PAS (:data:`PAS_ITERATIONS` iterations, resumable
    like ``effvid shrink``) into ``OUT/pas`` (Table-1-style table, ledger path), and ``vared2``:
    :func:`stage_vared2` trains VA-RED2 from it into ``OUT/vared2`` and compares the two;
-3. ``arnet``: :func:`stage_arnet` trains the Uniform TSN baseline and AR-Net from it into
+3. ``dstep``: :func:`stage_dstep` trains a dense TSM-R18 and D-STEP at D = 0.6 from it into
+   ``OUT/dstep`` and compares them;
+4. ``arnet``: :func:`stage_arnet` trains the Uniform TSN baseline and AR-Net from it into
    ``OUT/arnet`` and compares them (accuracy, GMACs per video mean/min/max, batch-1 latency);
-4. :func:`write_report` writes ``report.md`` (tables and plots) and returns the printed tables.
+5. :func:`write_report` writes ``report.md`` (tables and plots) and returns the printed tables.
 
 Tables show accuracy in percent; the ``--json`` summary keeps fractions, as ``effvid eval`` does.
 """
@@ -32,6 +34,7 @@ from effvid.engine.train_config import load_train_config
 from effvid.engine.trainer import train
 from effvid.errors import EffvidError
 from effvid.methods.arnet.demo_stage import run_demo_stage as run_arnet_stage
+from effvid.methods.dstep.demo_stage import run_demo_stage as run_dstep_stage
 from effvid.methods.pas.demo_stage import run_demo_stage
 from effvid.methods.vared2.demo_stage import run_demo_stage as run_vared2_stage
 from effvid.report.plots import plot_training_curves, read_metrics
@@ -40,7 +43,7 @@ from effvid.report.tables import COST_COLUMNS, markdown_table
 logger = logging.getLogger(__name__)
 
 PRESETS = ("tiny", "small")
-METHODS = ("pas", "vared2", "arnet")
+METHODS = ("pas", "vared2", "dstep", "arnet")
 """The method stages ``effvid demo`` can run, in the order it runs them (all by default)."""
 PAS_ITERATIONS = {"tiny": 2, "small": 3}
 """How many PAS iterations the demo runs after the base, per preset."""
@@ -66,6 +69,7 @@ class DemoContext:
     methods: tuple[str, ...] = METHODS
     pas: dict[str, Any] | None = None  # the PAS run's summary (run_demo_stage)
     vared2: dict[str, Any] | None = None  # the VA-RED2 stage's rows and table
+    dstep: dict[str, Any] | None = None  # the D-STEP stage's rows and table
     arnet: dict[str, Any] | None = None  # the AR-Net stage's rows and table
     plots: list[Path] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
@@ -142,6 +146,16 @@ def stage_vared2(ctx: DemoContext) -> None:
     ctx.timings["vared2_s"] = time.time() - start
 
 
+def stage_dstep(ctx: DemoContext) -> None:
+    """Train the dense TSM-R18 and D-STEP at D = 0.6 from it on the same data; keep their comparison."""
+
+    start = time.time()
+    logger.info(f"demo: D-STEP in {ctx.out_dir / 'dstep'}")
+    ctx.dstep = run_dstep_stage(ctx.manifest.annotations, ctx.out_dir / "dstep", preset=ctx.preset,
+                                progress=ctx.progress)
+    ctx.timings["dstep_s"] = time.time() - start
+
+
 def stage_arnet(ctx: DemoContext) -> None:
     """Train the Uniform TSN baseline and AR-Net from it on the same data; keep their comparison."""
 
@@ -170,6 +184,9 @@ def write_report(ctx: DemoContext) -> str:
     if ctx.vared2 is not None:
         parts.append("VA-RED2 from the base (its spatial convolutions made dynamic), the base's views, batch-1 "
                      "latency per view on 1 thread over validation clips:\n\n" + ctx.vared2["table_markdown"])
+    if ctx.dstep is not None:
+        parts.append("D-STEP at D = 0.6 against the dense TSM-R18 it starts from, one centre view per video, batch-1 "
+                     "latency on 1 thread over validation clips:\n\n" + ctx.dstep["table_markdown"])
     if ctx.arnet is not None:
         parts.append("AR-Net against the Uniform baseline (TSN ResNet-18 on every frame at full resolution), one "
                      "centre view per video, batch-1 latency on 1 thread over validation clips:\n\n"
@@ -199,10 +216,11 @@ def summary(ctx: DemoContext) -> dict[str, Any]:
     comparison (``arnet``) and timings; a method that did not run is ``None``."""
     arnet = None if ctx.arnet is None else {k: ctx.arnet[k] for k in ("rows", "checkpoints")}
     vared2 = None if ctx.vared2 is None else {k: ctx.vared2[k] for k in ("rows", "checkpoint")}
+    dstep = None if ctx.dstep is None else {k: ctx.dstep[k] for k in ("rows", "checkpoints")}
     return {"preset": ctx.preset, "methods": list(ctx.methods), "out_dir": str(ctx.out_dir),
             "data_dir": str(ctx.data_dir), "report": str(ctx.out_dir / "report.md"),
             "base": ctx.base.to_dict() if ctx.base is not None else None, "rows": ctx.rows,
-            "pas": _pas_summary(ctx.pas), "vared2": vared2, "arnet": arnet, "plots": [str(p) for p in ctx.plots],
+            "pas": _pas_summary(ctx.pas), "vared2": vared2, "dstep": dstep, "arnet": arnet, "plots": [str(p) for p in ctx.plots],
             "timings_s": ctx.timings}
 
 
@@ -248,6 +266,8 @@ def run_demo(preset: str = "small", out_dir: str | Path | None = None, *, data_d
         stages.append(stage_pas)
     if "vared2" in methods:
         stages.append(stage_vared2)
+    if "dstep" in methods:
+        stages.append(stage_dstep)
     if "arnet" in methods:
         stages.append(stage_arnet)
     for stage in stages:

@@ -17,6 +17,11 @@ or ``--json``), ``redundancy.png`` and ``redundancy.json``.
 ``effvid analyze vared2 CHECKPOINT --data LIST --out DIR``: a VA-RED2 checkpoint's decisions:
 the ratio of computed features per layer and class, the distribution of per-clip cost, and the
 most and least expensive clip per class (PNGs and ``vared2.json``).
+
+``effvid analyze dstep CHECKPOINT (--data LIST | --video PATH ...) --out DIR``: a D-STEP
+checkpoint's Figure 3 (each sampled frame under a heat map of the computation its tiles get,
+averaged over blocks) for ``--video`` files or the first videos of the list, and the channel
+decision rates (skip / reuse / compute) per block (``decision_rates.png`` and ``dstep.json``).
 """
 
 from __future__ import annotations
@@ -218,9 +223,64 @@ def run_vared2(args: argparse.Namespace) -> int:
     return 0
 
 
+def _register_dstep(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "dstep",
+        help="D-STEP: computation per tile over the frames (Figure 3), channel decisions per block",
+        description="For a D-STEP checkpoint, on one evaluation view per video: the Figure-3 picture of each "
+        "--video (without --video, of the first --maps videos of --data): the sampled frames under a heat map "
+        "of the share of the dense convolution work each tile gets, averaged over blocks (map_NN_<video>.png); "
+        "and per block the fractions of channel decisions that skip, reuse and compute on the videos of --data "
+        "(or the --video files), as decision_rates.png and dstep.json.",
+    )
+    parser.add_argument("checkpoint", metavar="CHECKPOINT", help="D-STEP checkpoint (.safetensors, .json, stem or run dir)")
+    parser.add_argument("--data", metavar="LIST", help="annotation file or folder of the videos to count decisions on")
+    parser.add_argument("--root", metavar="DIR", help="folder the annotation's video paths are relative to")
+    parser.add_argument("--format", default="auto", help="annotation format (default: detect)")
+    parser.add_argument("--video", action="append", default=[], metavar="PATH",
+                        help="draw the Figure-3 picture of this video (repeatable; default: videos of the list)")
+    parser.add_argument("--maps", type=positive_int, default=3, help="pictures to draw without --video (default 3)")
+    parser.add_argument("--max-videos", type=positive_int, metavar="N", help="count decisions on the first N videos only")
+    parser.add_argument("--out", required=True, metavar="DIR", help="folder for the PNGs and dstep.json")
+    parser.add_argument("--batch-size", type=positive_int, default=8, help="videos per forward pass (default 8)")
+    parser.add_argument("--workers", type=non_negative_int, default=0,
+                        help="DataLoader workers (default 0: load in this process)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present, default), cpu, cuda or cuda:N")
+    parser.add_argument("--json", action="store_true", help="print one JSON object (the report) on stdout")
+    parser.set_defaults(run=run_dstep)
+
+
+def run_dstep(args: argparse.Namespace) -> int:
+    from effvid.commands import info, print_json
+    from effvid.methods.dstep.report import write_dstep_report
+    from effvid.models.inference import resolve_device
+
+    report = write_dstep_report(args.checkpoint, args.out, data=args.data, videos=args.video, maps=args.maps,
+                                root=args.root, format=args.format, max_videos=args.max_videos,
+                                batch_size=args.batch_size, num_workers=args.workers,
+                                device=resolve_device(args.device))
+    if args.json:
+        print_json(report)
+        return 0
+    for figure in report["maps"]:
+        info(f"map: {figure['png']}  (predicted {figure['prediction']}, {figure['gmacs']:.4f} GMACs)")
+    info(f"rates: {report['rates_png']}, {report['json']}")
+    rates = report["rates"]
+    gmacs = rates["gmacs"]
+    print(f"{rates['num_clips']} clips: GMACs per clip mean {gmacs['mean']:.4f}, min {gmacs['min']:.4f}, "
+          f"max {gmacs['max']:.4f} (dense {rates['dense_gmacs']:.4f})")
+    width = max(len(row["block"]) for row in rates["blocks"])
+    print(f"{'block':<{width}}  {'skip':>6} {'reuse':>6} {'compute':>7} {'tiles':>6}")
+    for row in rates["blocks"]:
+        print(f"{row['block']:<{width}}  {row['skip']:>6.3f} {row['reuse']:>6.3f} {row['compute']:>7.3f} "
+              f"{row['spatial_density']:>6.3f}")
+    return 0
+
+
 ANALYSES: dict[str, Callable[[argparse._SubParsersAction], None]] = {
     "decisions": _register_decisions,
     "redundancy": _register_redundancy,
     "vared2": _register_vared2,
+    "dstep": _register_dstep,
 }
 """Analysis name -> the function adding its ``effvid analyze`` subparser (in ``--help`` order)."""

@@ -4,7 +4,8 @@ Training curves of a run, the accuracy-vs-GMACs figure (and PAS's search plot dr
 the confusion matrix of an evaluation, the per-frame decision figures of a dynamic model
 (a strip of sampled frames captioned with their actions, and action usage per class), and
 VA-RED2's figures: feature redundancy per layer, the ratio of computed features per layer and
-class, the distribution of per-clip cost, and a grid of captioned clip frames.
+class, the distribution of per-clip cost, and a grid of captioned clip frames; D-STEP's Figure 3
+(frames under a heat map of their per-tile computation) and its channel decision rates per block.
 """
 
 from __future__ import annotations
@@ -334,4 +335,70 @@ def plot_frame_grid(frames: Sequence[Sequence[np.ndarray]], captions: Sequence[S
                 ax.set_title(column_labels[c], fontsize=8)
     if title:
         fig.suptitle(title, fontsize=9)
+    return _save(fig, path)
+
+
+def plot_computation_maps(frames: Sequence[np.ndarray] | np.ndarray, maps: Sequence[np.ndarray] | np.ndarray,
+                          path: str | Path, *, captions: Sequence[str] = (), title: str = "") -> Path:
+    """D-STEP's Figure 3 as a PNG: the sampled ``frames`` (uint8 ``(H, W, 3)`` each, in time order)
+    in one row, each under its ``maps`` entry (``(H, W)``, the fraction of the dense computation
+    spent at each pixel, in ``[0, 1]``) drawn as a translucent heat map with a shared colour bar;
+    each frame may be captioned by ``captions``. One map of a frame's size per frame, else
+    :class:`ValueError`."""
+    heat = [np.asarray(m, dtype=np.float64) for m in maps]
+    if len(frames) != len(heat) or any(h.shape != np.asarray(f).shape[:2] for f, h in zip(frames, heat)):
+        raise ValueError(f"one (H, W) map per (H, W, 3) frame expected, got {len(frames)} frames and "
+                         f"{len(heat)} maps of shapes {[h.shape for h in heat]}")
+    count = max(1, len(frames))
+    fig = _figure(max(4.5, 1.3 * count + 0.8), 2.4)
+    axes = fig.subplots(1, count, squeeze=False)[0]
+    image = None
+    for i, (ax, frame, values) in enumerate(zip(axes, frames, heat)):
+        ax.imshow(np.asarray(frame, dtype=np.uint8))
+        image = ax.imshow(values, cmap="jet", vmin=0.0, vmax=1.0, alpha=0.45, interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if i < len(captions):
+            ax.set_xlabel(captions[i], fontsize=7)
+    for ax in axes[len(frames):]:
+        ax.set_axis_off()
+    if image is not None:
+        fig.colorbar(image, ax=list(axes), fraction=0.02, pad=0.01).ax.tick_params(labelsize=6)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)  # no tight_layout: it cannot place a colour bar shared by a row of images
+    return path
+
+
+#: Bar colour of each channel decision in :func:`plot_channel_decisions`.
+_DECISION_COLOURS = {"skip": "tab:orange", "reuse": "tab:green", "compute": "tab:blue"}
+
+
+def plot_channel_decisions(rates: Sequence[Sequence[float]] | np.ndarray, block_names: Sequence[str],
+                           action_names: Sequence[str], path: str | Path, *,
+                           title: str = "Channel decisions per block") -> Path:
+    """Per-block channel decision rates as a PNG of stacked horizontal bars: ``rates`` is
+    ``(blocks, actions)`` (each row the fraction of a block's channel decisions given each
+    action, summing to 1), one bar per entry of ``block_names`` (first at the top), one colour
+    per entry of ``action_names`` (skip orange, reuse green, compute blue). A shape that does
+    not match the names is a :class:`ValueError`."""
+    values = np.asarray(rates, dtype=np.float64)
+    if values.shape != (len(block_names), len(action_names)):
+        raise ValueError(f"rates of shape (blocks, actions) = ({len(block_names)}, {len(action_names)}) expected, "
+                         f"got {np.asarray(rates).shape}")
+    fig = _figure(7.0, 1.2 + 0.28 * max(1, len(block_names)))
+    ax = fig.add_subplot()
+    rows = np.arange(len(block_names))
+    left = np.zeros(len(block_names))
+    for column, name in enumerate(action_names):
+        ax.barh(rows, values[:, column], left=left, color=_DECISION_COLOURS.get(name), label=name,
+                edgecolor="white", linewidth=0.4)
+        left += values[:, column]
+    ax.set_yticks(rows, list(block_names), fontsize=7)
+    ax.invert_yaxis()
+    ax.set(title=title, xlabel="fraction of channel decisions (channels x frames)", xlim=(0.0, 1.0))
+    ax.title.set_fontsize(9)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     return _save(fig, path)

@@ -41,12 +41,16 @@ def test_demo_tiny_end_to_end(tmp_path, capsys):
     assert "![accuracy_vs_gmacs](pas/accuracy_vs_gmacs.png)" in report
 
     arnet = {row["model"]: row for row in summary["arnet"]["rows"]}
-    assert set(arnet) == {"Uniform", "AR-Net"} and summary["methods"] == ["pas", "vared2", "arnet"]
+    assert set(arnet) == {"Uniform", "AR-Net"} and summary["methods"] == ["pas", "vared2", "dstep", "arnet"]
     assert arnet["AR-Net"]["dynamic"] and not arnet["Uniform"]["dynamic"]
     assert arnet["AR-Net"]["gmacs_per_video_min"] <= arnet["AR-Net"]["gmacs_per_video"] \
         <= arnet["AR-Net"]["gmacs_per_video_max"] <= arnet["AR-Net"]["dense_gmacs_per_video"]
     assert all(row["latency_ms"] > 0 for row in arnet.values()) and "arnet_s" in summary["timings_s"]
     assert "| AR-Net" in report and "| Uniform" in report
+    for stage in ("vared2", "dstep"):
+        rows = summary[stage]["rows"]
+        assert len(rows) == 2 and [r["dynamic"] for r in rows] == [False, True], stage
+        assert rows[1]["gmacs_per_view_max"] <= rows[1]["dense_gmacs_per_view"] * (1 + 1e-9), stage
 
 
 def test_demo_methods_picks_the_stages_and_refuses_an_unknown_one(tmp_path, capsys):
@@ -58,4 +62,4 @@ def test_demo_methods_picks_the_stages_and_refuses_an_unknown_one(tmp_path, caps
     assert not (out / "base").exists() and (out / "arnet" / "arnet").is_dir()
     assert main(["demo", "--methods", "pas,vared3"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "vared3" in err[0] and "pas, vared2, arnet" in err[0]
+    assert len(err) == 1 and "vared3" in err[0] and "pas, vared2, dstep, arnet" in err[0]
