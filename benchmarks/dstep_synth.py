@@ -39,13 +39,10 @@ from typing import Any
 
 import torch
 
-from effvid.cost.executed import count_executed
 from effvid.cost.latency import load_record, machine_load, torch_threads
-from effvid.data.annotations import load_annotations
-from effvid.data.dataset import VideoDataset
 from effvid.data.synthetic import ensure_synthactions
 from effvid.engine.checkpoint import load_model
-from effvid.engine.compare import compare_models, validation_clips
+from effvid.engine.compare import compare_models, executed_on_dataset, validation_clips
 from effvid.engine.evaluate import evaluate
 from effvid.engine.train_config import load_train_config
 from effvid.engine.trainer import train
@@ -68,21 +65,6 @@ def train_run(config: str, run_dir: Path, data: Sequence[str], extra: Sequence[s
     cfg = load_train_config(CONFIG_DIR / f"{config}.yaml", [f"run_dir={run_dir}", *data, *extra])
     result = train(cfg, progress=False)
     return result.best_checkpoint or result.last_checkpoint
-
-
-def executed_matches(model: DStep, val: str | Path, *, batch: int = 16, rtol: float = 1e-6) -> dict[str, Any]:
-    """The reported GMACs against the executed-op count on every validation clip (one view each)."""
-    dataset = VideoDataset(load_annotations(val), spec=model.spec, train=False)
-    worst, mismatched = 0.0, []
-    for start in range(0, len(dataset), batch):
-        clips = torch.stack([dataset[i]["clip"] for i in range(start, min(start + batch, len(dataset)))])
-        counted = count_executed(model, clips)
-        assert counted.reported is not None
-        error = ((counted.per_sample_gmacs - counted.reported).abs() / counted.reported).tolist()
-        worst = max(worst, *error)
-        mismatched += [start + i for i, e in enumerate(error) if e > rtol]
-    return {"clips": len(dataset), "mismatched_clips": mismatched, "max_relative_error": worst,
-            "all_equal": not mismatched}
 
 
 def stage_split(dense: torch.nn.Module, dstep: DStep, clips: Sequence[torch.Tensor], *, threads: int,
@@ -177,7 +159,8 @@ def main() -> None:
               {"row": "TSM + dynamic TS + DCP + spatial (D-STEP)", **targets["0.6"]}]
     table3 += [{"row": row, **evaluate(stem, val, views=(1, 1), num_workers=1).to_dict()}
                for row, stem in ablation_stems.items()]
-    executed = {str(target): executed_matches(load_model(stem).eval(), val) for target, stem in stems.items()}
+    executed = {str(target): {k: v for k, v in executed_on_dataset(load_model(stem).eval(), val).items()
+                              if k != "reported_gmacs"} for target, stem in stems.items()}
 
     load_before = machine_load()
     rows = compare_models({"TSM-R18": base, "D-STEP D=0.6": stems[0.6]}, val, baseline="TSM-R18",

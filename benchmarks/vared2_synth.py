@@ -25,7 +25,7 @@ then reports, per backbone, the dynamic model against its own base:
    outside the wrapped layers, on ``--layer-clips`` validation clips;
 4. the cost the dynamic model reports against the executed-op count
    (:func:`effvid.cost.executed.count_executed`) on every validation view, with the largest
-   absolute difference (:func:`executed_check`).
+   absolute difference (:func:`effvid.engine.compare.executed_on_dataset`).
 
 Expected (issue 11), reported either way: at least 20% fewer GMACs per clip than the base at no
 more than 0.5 points of video top-1 lost; a per-clip cost that varies (min < mean < max);
@@ -55,17 +55,13 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from effvid.cost.executed import count_executed
 from effvid.cost.latency import CpuWatch, load_record, machine_load, saving_ratio, timed_runs, torch_threads
-from effvid.data.annotations import load_annotations
-from effvid.data.dataset import VideoDataset
 from effvid.data.synthetic import ensure_synthactions
 from effvid.engine.checkpoint import load_model, read_sidecar, resolve_checkpoint
-from effvid.engine.compare import compare_models, validation_clips
+from effvid.engine.compare import compare_models, executed_on_dataset, validation_clips
 from effvid.engine.train_config import load_train_config
 from effvid.engine.trainer import train
 from effvid.models.base import model_output
-from effvid.spec import ArchSpec
 
 CONFIGS = Path(__file__).resolve().parents[1] / "effvid" / "configs"
 BACKBONES = {
@@ -273,30 +269,6 @@ def wrapped_layer_split(base: nn.Module, dynamic: nn.Module, names: Sequence[str
                         "dynamic_ms": sum(r["dynamic_ms"] for r in wrapped)}}
 
 
-def executed_check(model: nn.Module, spec: ArchSpec, val_list: str | Path, views: tuple[int, int], *,
-                   chunk: int = 24, rtol: float = 1e-6, atol: float = 1e-9) -> dict[str, Any]:
-    """The reported cost of ``model`` against its executed-op count on every validation view of
-    ``val_list`` (decoded as evaluation decodes them, one sample at a time): the largest absolute
-    difference, how many views differ beyond ``check_reported_cost``'s tolerance, the per-view
-    reported costs in view order (for other figures to reuse), and their mean, min and max."""
-    dataset = VideoDataset(load_annotations(val_list), spec=spec, train=False, num_clips=views[0], num_crops=views[1])
-    executed, reported = [], []
-    for start in range(0, len(dataset), chunk):
-        x = torch.cat([dataset[i]["clip"].unsqueeze(0) for i in range(start, min(start + chunk, len(dataset)))])
-        result = count_executed(model, x)
-        if result.reported is None:
-            raise RuntimeError("executed check: the dynamic model reported no per-clip cost")
-        executed.append(result.per_sample_gmacs)
-        reported.append(result.reported)
-    ran, said = torch.cat(executed), torch.cat(reported)
-    diff = (ran - said).abs()
-    bad = int((~torch.isclose(ran, said, rtol=rtol, atol=atol)).sum())
-    return {"views": len(ran), "views_per_video": list(views), "max_abs_diff_gmacs": float(diff.max()),
-            "max_abs_diff_macs": float(diff.max()) * 1e9, "mismatched_views": bad, "rtol": rtol, "atol_gmacs": atol,
-            "executed_gmacs_mean": float(ran.mean()), "executed_gmacs_min": float(ran.min()),
-            "executed_gmacs_max": float(ran.max()), "reported_gmacs": said.tolist()}
-
-
 # ---------------------------------------------------------------------------------------------
 # One backbone
 
@@ -318,7 +290,7 @@ def measure_backbone(key: str, trained: dict[str, Any], val: Path, args: argpars
     load = load_record(load_before, machine_load(), args.threads, other_cores=watch.other_cores)
     if load["warning"]:
         print(f"warning ({BACKBONES[key]['label']}): {load['warning']}", file=sys.stderr)
-    executed = executed_check(dynamic, dynamic.spec, val, views)
+    executed = executed_on_dataset(dynamic, val, views=views)
 
     by_name = {r["model"]: r for r in rows}
     b, d = by_name["base"], by_name["VA-RED2"]

@@ -4,7 +4,8 @@
 times them at batch 1 on the same decoded validation clips, interleaved clip by clip
 (:func:`~effvid.cost.latency.compare_on_clips`), each prepared for inference as users run it,
 so a dynamic model's wall-clock saving against a baseline is measured as a ratio in one run.
-Every method's demo stage and benchmark reports its rows this way.
+Every method's demo stage and benchmark reports its rows this way. :func:`executed_on_dataset`
+holds a dynamic model's reported cost to the executed-op counter on every validation view.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 import torch
 
+from effvid.cost.executed import count_executed
 from effvid.cost.latency import compare_on_clips, saving_ratio, torch_threads
 from effvid.data.annotations import load_annotations
 from effvid.data.dataset import VideoDataset
@@ -60,3 +62,28 @@ def compare_models(models: Mapping[str, torch.nn.Module | str | Path], val_list:
             latency=row["latency_ms"], base_latency=base["latency_ms"], gmacs=row["gmacs_per_view"],
             base_gmacs=base["gmacs_per_view"])
     return rows
+
+
+def executed_on_dataset(model: torch.nn.Module, val_list: str | Path, *, views: tuple[int, int] = (1, 1),
+                        chunk: int = 24, rtol: float = 1e-6, atol: float = 1e-9) -> dict[str, Any]:
+    """``model``'s reported cost against the MACs its eval-mode forward executed, on every test view
+    of ``val_list`` (decoded as evaluation decodes them, counted one view at a time): the views,
+    the largest absolute difference, how many differ beyond ``rtol``/``atol``, the executed mean,
+    min and max GMACs, and every view's reported GMACs in view order (``reported_gmacs``). A model
+    that reports no cost is a :class:`ConfigError`."""
+    dataset = VideoDataset(load_annotations(val_list), spec=model.spec, train=False, num_clips=views[0],
+                           num_crops=views[1])
+    executed, reported = [], []
+    for start in range(0, len(dataset), chunk):
+        x = torch.cat([dataset[i]["clip"].unsqueeze(0) for i in range(start, min(start + chunk, len(dataset)))])
+        result = count_executed(model, x)
+        if result.reported is None:
+            raise ConfigError(f"executed check: {type(model).__name__} reports no per-sample cost")
+        executed.append(result.per_sample_gmacs)
+        reported.append(result.reported)
+    ran, said = torch.cat(executed), torch.cat(reported)
+    mismatched = int((~torch.isclose(ran, said, rtol=rtol, atol=atol)).sum())
+    return {"views": len(ran), "views_per_video": list(views), "max_abs_diff_gmacs": float((ran - said).abs().max()),
+            "mismatched_views": mismatched, "all_equal": mismatched == 0, "rtol": rtol, "atol_gmacs": atol,
+            "executed_gmacs_mean": float(ran.mean()), "executed_gmacs_min": float(ran.min()),
+            "executed_gmacs_max": float(ran.max()), "reported_gmacs": said.tolist()}

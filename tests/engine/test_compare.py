@@ -29,3 +29,16 @@ def test_a_missing_baseline_or_another_input_geometry_is_refused(synth_micro, ti
     other = create_from_spec(tiny_spec().replace(num_frames=2))
     with pytest.raises(ConfigError, match="different inputs"):
         compare_models({"a": model, "b": other}, val, baseline="a")
+
+
+def test_executed_on_dataset_holds_a_dynamic_model_to_what_it_ran_on_every_view(synth_micro, tiny_spec, discoverable):
+    from effvid.engine.compare import executed_on_dataset
+    from effvid.spec import MethodSpec
+
+    model = create_from_spec(tiny_spec().replace(method=MethodSpec("toy_skip", {"threshold": 0.0}))).eval()
+    result = executed_on_dataset(model, synth_micro.annotations["val"], views=(2, 1), chunk=5)
+    assert result["views"] == 32 and result["all_equal"] and result["max_abs_diff_gmacs"] < 1e-12
+    assert len(result["reported_gmacs"]) == 32
+    assert result["executed_gmacs_min"] <= result["executed_gmacs_mean"] <= result["executed_gmacs_max"]
+    with pytest.raises(ConfigError, match="reports no per-sample cost"):
+        executed_on_dataset(create_from_spec(tiny_spec()), synth_micro.annotations["val"])
