@@ -1,4 +1,5 @@
-"""Training-stage helpers: which parameters train in a stage, the stage of an epoch, and partial weight loading."""
+"""Training-stage helpers: which parameters train in a stage, the stage of an epoch, parameter groups
+with their learning-rate multipliers, and partial weight loading."""
 
 from __future__ import annotations
 
@@ -31,6 +32,23 @@ def apply_stage_trainable(model: nn.Module, stage: StageConfig) -> int:
     if count == 0:
         raise ConfigError(f"stage {stage.name!r}: every parameter is frozen")
     return count
+
+
+def lr_groups(model: nn.Module, lr_mult: Mapping[str, float]) -> list[dict]:
+    """``model``'s parameters as optimizer groups: those no glob of ``lr_mult`` matches (at ``1``,
+    first, so the logged rate is the base one), then one group per glob (its ``lr_mult`` recorded;
+    the trainer multiplies the base rate by it).
+    A parameter takes the first glob it matches; a glob that matches nothing is a :class:`ConfigError`."""
+    patterns = list(lr_mult)
+    buckets: dict[str | None, list[nn.Parameter]] = {p: [] for p in patterns}
+    buckets[None] = []
+    for name, param in model.named_parameters():
+        buckets[next((p for p in patterns if fnmatchcase(name, p)), None)].append(param)
+    empty = [p for p in patterns if not buckets[p]]
+    if empty:
+        raise ConfigError(f"optim.lr_mult: pattern {empty[0]!r} matches no parameter of the model")
+    rest = [{"params": buckets[None], "lr_mult": 1.0}] if buckets[None] else []
+    return rest + [{"params": buckets[p], "lr_mult": float(lr_mult[p])} for p in patterns]
 
 
 def stage_of_epoch(stages: Sequence[StageConfig], epoch: int) -> int:

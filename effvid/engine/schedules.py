@@ -24,7 +24,12 @@ WeightScheduleKind = Literal["constant", "linear", "exponential"]
 
 @dataclass(frozen=True)
 class OptimConfig:
-    """Optimizer settings (gradient clipping is the trainer's ``clip_grad``)."""
+    """Optimizer settings (gradient clipping is the trainer's ``clip_grad``).
+
+    ``lr_mult`` maps parameter-name globs to learning-rate multipliers (``{"*.gate.*": 20}``:
+    a dynamic model's gates learn 20 times faster than its backbone); a parameter takes the first
+    glob it matches, in the order written, and the others the base rate.
+    """
 
     name: Literal["sgd", "adamw"] = "sgd"
     lr: float = 0.1
@@ -33,10 +38,14 @@ class OptimConfig:
     weight_decay: float = 1e-4
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
+    lr_mult: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.lr > 0:
             raise ConfigError(f"optim.lr must be positive, got {self.lr}")
+        bad = {k: v for k, v in self.lr_mult.items() if not v > 0}
+        if bad:
+            raise ConfigError(f"optim.lr_mult: multipliers must be positive, got {bad}")
         if self.weight_decay < 0:
             raise ConfigError(f"optim.weight_decay must be >= 0, got {self.weight_decay}")
         if self.nesterov and (self.name != "sgd" or self.momentum <= 0):

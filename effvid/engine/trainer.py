@@ -63,7 +63,7 @@ from effvid.engine.losses import (
     add_distillation_terms,
     classification_term,
 )
-from effvid.engine.optim import apply_stage_trainable, load_matching, stage_of_epoch
+from effvid.engine.optim import apply_stage_trainable, load_matching, lr_groups, stage_of_epoch
 from effvid.engine.precise_bn import update_bn_stats
 from effvid.engine.run_report import CONFUSION_PNG, write_run_report
 from effvid.engine.rundir import check_run_dir, config_changes, remove_stale_temp_files, run_lock
@@ -175,10 +175,12 @@ class _Run:
         self.composer = self._losses()
         self.step = TrainStep(self.model, self.composer).to(self.device)
         lr = cfg.optim.lr * (cfg.init_lr_scale if cfg.init_from is not None else 1.0)
-        groups = [{"params": list(self.model.parameters())}]
+        groups = lr_groups(self.model, cfg.optim.lr_mult)
         loss_params = list(self.step.losses.parameters())
         if loss_params:
-            groups.append({"params": loss_params})
+            groups.append({"params": loss_params, "lr_mult": 1.0})
+        for group in groups:
+            group["lr"] = lr * group.pop("lr_mult")
         self.optimizer = build_optimizer(groups, dataclasses.replace(cfg.optim, lr=lr))
         self.train_set = VideoDataset(self.train_ann, spec=self.spec, train=True, backend=data.backend,
                                       on_error=data.on_error, flip=data.flip, target_fps=data.target_fps, seed=cfg.seed,

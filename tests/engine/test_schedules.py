@@ -120,3 +120,28 @@ def test_stage_lr_scales_multiply_the_schedule_per_epoch():
     assert lrs == pytest.approx([1.0, 1.0, 0.1, 0.1, 0.01, 0.01])
     with pytest.raises(ValueError, match="epoch_scales"):
         build_lr_scheduler(opt, ScheduleConfig(), total_epochs=3, iters_per_epoch=2, epoch_scales=[1.0])
+
+
+def test_lr_mult_puts_matching_parameters_in_their_own_group_at_a_multiple_of_the_rate(subset_annotation,
+                                                                                        write_config, tiny_spec):
+    from effvid.engine.optim import lr_groups
+    from effvid.engine.train_config import load_train_config
+    from effvid.engine.trainer import train
+    from effvid.models import create_from_spec
+    from effvid.report.plots import read_metrics
+
+    model = create_from_spec(tiny_spec())
+    base, head = lr_groups(model, {"fc.*": 10.0})
+    assert base["lr_mult"] == 1.0 and head["lr_mult"] == 10.0
+    assert {id(p) for p in head["params"]} == {id(model.fc.weight), id(model.fc.bias)}
+    assert len(base["params"]) + 2 == len(list(model.parameters()))
+    with pytest.raises(ConfigError, match="'nothing.*' matches no parameter"):
+        lr_groups(model, {"nothing.*": 2.0})
+    with pytest.raises(ConfigError, match="multipliers must be positive"):
+        OptimConfig(lr_mult={"fc.*": 0.0})
+
+    cfg = load_train_config(write_config(subset_annotation(4), None, epochs=1,
+                                         optim={"lr": 0.01, "lr_mult": {"fc.*": 10}},
+                                         schedule={"decay": "constant"}))
+    result = train(cfg, progress=False)
+    assert read_metrics(f"{result.run_dir}/metrics.jsonl")[0]["lr"] == pytest.approx(0.01)  # the base group's
