@@ -454,3 +454,19 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> nn
         first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
         raise CheckpointError(f"{checkpoint_stem(path)}.safetensors: weights do not fit {meta['spec']['name']}: {first}") from None
     return model.to(map_location).eval()
+
+
+def load_method_model(checkpoint: str | Path, method: str, *, label: str, purpose: str,
+                      device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any], Path]:
+    """``(model, sidecar, stem)`` of a checkpoint (stem, one of its files or a run directory) whose
+    spec names ``method``, in eval mode on ``device``; a checkpoint of another model is a
+    :class:`CheckpointError` saying ``not a(n) <label> checkpoint`` and ``purpose`` (what needs it)."""
+    stem = resolve_checkpoint(checkpoint)
+    meta = read_sidecar(stem)
+    spec = sidecar_spec(meta, stem)
+    if spec.method is None or spec.method.name != method:
+        found = spec.method.name if spec.method is not None else "none"
+        article = "an" if label[:1] in "AEIOU" else "a"
+        raise CheckpointError(f"{stem}.json: not {article} {label} checkpoint (model {spec.name!r}, method {found!r}); "
+                              f"{purpose}")
+    return load_model(stem, map_location=device), meta, stem

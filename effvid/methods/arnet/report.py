@@ -39,8 +39,8 @@ from effvid.data.synthetic.generate import (
     load_manifest,
     video_length,
 )
-from effvid.engine.checkpoint import load_model, read_sidecar, resolve_checkpoint, sidecar_spec
-from effvid.errors import CheckpointError, ConfigError, EffvidError
+from effvid.engine.checkpoint import load_method_model, resolve_checkpoint
+from effvid.errors import ConfigError, EffvidError
 from effvid.io import write_json
 from effvid.methods.arnet.model import ARNet
 from effvid.report.plots import plot_action_usage, plot_decision_strip
@@ -57,14 +57,8 @@ def load_arnet(checkpoint: str | Path, *, device: str | torch.device = "cpu") ->
     """``(model, sidecar)`` of an AR-Net checkpoint (stem, one of its files or a run directory),
     in eval mode on ``device``. A checkpoint of another model is a :class:`CheckpointError`; the
     Multi-Scale baseline (``mode: multiscale``) makes no decisions and is a :class:`ConfigError`."""
-    stem = resolve_checkpoint(checkpoint)
-    meta = read_sidecar(stem)
-    spec = sidecar_spec(meta, stem)
-    if spec.method is None or spec.method.name != "arnet":
-        method = spec.method.name if spec.method is not None else "none"
-        raise CheckpointError(f"{stem}.json: not an AR-Net checkpoint (model {spec.name!r}, method {method!r}); "
-                              "decision reports need an AR-Net model")
-    model = load_model(stem, map_location=device)
+    model, meta, stem = load_method_model(checkpoint, "arnet", label="AR-Net", purpose="decision reports need an "
+                                          "AR-Net model", device=device)
     if model.settings.mode == "multiscale":
         raise ConfigError(f"{stem}.json: the Multi-Scale baseline (mode: multiscale) runs every branch on every "
                           "frame and makes no per-frame decisions to report")

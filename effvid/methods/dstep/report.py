@@ -33,8 +33,8 @@ from torch import Tensor
 from effvid.data.annotations import Annotation, VideoRecord, load_annotations
 from effvid.data.dataset import VideoDataset
 from effvid.data.loader import build_loader
-from effvid.engine.checkpoint import load_model, read_sidecar, resolve_checkpoint, sidecar_spec
-from effvid.errors import CheckpointError, ConfigError
+from effvid.engine.checkpoint import load_method_model, resolve_checkpoint
+from effvid.errors import ConfigError
 from effvid.io import write_json
 from effvid.methods.dstep.block import DStepBlock
 from effvid.methods.dstep.cost import channel_counts
@@ -52,15 +52,9 @@ def load_dstep(checkpoint: str | Path, *, device: str | torch.device = "cpu") ->
     """``(model, sidecar)`` of a D-STEP checkpoint (stem, one of its files or a run directory), in
     eval mode on ``device``. A checkpoint of another model is a :class:`CheckpointError`; a
     missing one is an :class:`~effvid.errors.EffvidError` naming it."""
-    stem = resolve_checkpoint(checkpoint)
-    meta = read_sidecar(stem)
-    spec = sidecar_spec(meta, stem)
-    if spec.method is None or spec.method.name != "dstep":
-        method = spec.method.name if spec.method is not None else "none"
-        raise CheckpointError(f"{stem}.json: not a D-STEP checkpoint (model {spec.name!r}, method {method!r}); "
-                              "D-STEP reports need a D-STEP model")
-    model = load_model(stem, map_location=device)
-    return model.eval(), meta  # type: ignore[return-value]
+    model, meta, _ = load_method_model(checkpoint, "dstep", label="D-STEP", purpose="D-STEP reports need a D-STEP "
+                                       "model", device=device)
+    return model, meta  # type: ignore[return-value]
 
 
 @contextmanager

@@ -49,8 +49,8 @@ from effvid.cost.static import count_cost
 from effvid.data.annotations import Annotation, load_annotations
 from effvid.data.dataset import VideoDataset
 from effvid.data.loader import build_loader
-from effvid.engine.checkpoint import load_model, read_sidecar, resolve_checkpoint, sidecar_spec
-from effvid.errors import CheckpointError, ConfigError
+from effvid.engine.checkpoint import load_method_model, load_model, read_sidecar, resolve_checkpoint, sidecar_spec
+from effvid.errors import ConfigError
 from effvid.io import write_json
 from effvid.methods.vared2.conv import DynamicConv3d
 from effvid.methods.vared2.model import VARed2
@@ -277,14 +277,8 @@ def write_redundancy_report(checkpoint: str | Path, data: str | Path, *, out_dir
 def load_vared2(checkpoint: str | Path, *, device: str | torch.device = "cpu") -> tuple[VARed2, dict[str, Any], Path]:
     """``(model, sidecar, stem)`` of a VA-RED2 checkpoint in eval mode on ``device``; a checkpoint
     of another model is a :class:`~effvid.errors.CheckpointError`."""
-    stem = resolve_checkpoint(checkpoint)
-    meta = read_sidecar(stem)
-    spec = sidecar_spec(meta, stem)
-    if spec.method is None or spec.method.name != "vared2":
-        method = spec.method.name if spec.method is not None else "none"
-        raise CheckpointError(f"{stem}.json: not a VA-RED2 checkpoint (model {spec.name!r}, method {method!r}); "
-                              "this report needs a dynamic VA-RED2 model")
-    model = load_model(stem, map_location=device)
+    model, meta, stem = load_method_model(checkpoint, "vared2", label="VA-RED2", purpose="this report needs a "
+                                          "dynamic VA-RED2 model", device=device)
     assert isinstance(model, VARed2)
     return model, meta, stem
 
