@@ -74,17 +74,12 @@ def _register_decisions(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("checkpoint", metavar="CHECKPOINT", help="AR-Net checkpoint (.safetensors, .json, stem or run dir)")
     parser.add_argument("--data", required=True, metavar="LIST", help="annotation file or folder to count usage on")
-    parser.add_argument("--root", metavar="DIR", help="folder the annotation's video paths are relative to")
-    parser.add_argument("--format", default="auto", help="annotation format (default: detect)")
+    _add_source_options(parser)
     parser.add_argument("--video", action="append", default=[], metavar="PATH",
                         help="draw the strip of this video (repeatable; default: videos of the list)")
     parser.add_argument("--strips", type=positive_int, default=3, help="strips to draw without --video (default 3)")
     parser.add_argument("--out", required=True, metavar="DIR", help="folder for the PNGs and usage.json")
-    parser.add_argument("--batch-size", type=positive_int, default=8, help="videos per forward pass (default 8)")
-    parser.add_argument("--workers", type=non_negative_int, default=0,
-                        help="DataLoader workers (default 0: load in this process)")
-    parser.add_argument("--device", default="auto", help="auto (CUDA when present, default), cpu, cuda or cuda:N")
-    parser.add_argument("--json", action="store_true", help="print one JSON object (the report) on stdout")
+    _add_run_options(parser)
     parser.set_defaults(run=run_decisions)
 
 
@@ -118,17 +113,27 @@ def run_decisions(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_data_options(parser: argparse.ArgumentParser) -> None:
-    """The options every analysis over an annotation list shares."""
-    parser.add_argument("--data", required=True, metavar="LIST", help="annotation file or folder of the videos to analyse")
+def _add_source_options(parser: argparse.ArgumentParser) -> None:
+    """How to read an annotation list: its video root and format."""
     parser.add_argument("--root", metavar="DIR", help="folder the annotation's video paths are relative to")
     parser.add_argument("--format", default="auto", help="annotation format (default: detect)")
-    parser.add_argument("--max-videos", type=positive_int, metavar="N", help="analyse only the first N videos of the list")
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    """How an analysis runs the model and reports: batch, loader workers, device, JSON."""
     parser.add_argument("--batch-size", type=positive_int, default=8, help="videos per forward pass (default 8)")
     parser.add_argument("--workers", type=non_negative_int, default=0,
                         help="DataLoader workers (default 0: load in this process)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present, default), cpu, cuda or cuda:N")
     parser.add_argument("--json", action="store_true", help="print one JSON object (the report) on stdout")
+
+
+def _add_data_options(parser: argparse.ArgumentParser) -> None:
+    """The options every analysis over an annotation list shares."""
+    parser.add_argument("--data", required=True, metavar="LIST", help="annotation file or folder of the videos to analyse")
+    _add_source_options(parser)
+    parser.add_argument("--max-videos", type=positive_int, metavar="N", help="analyse only the first N videos of the list")
+    _add_run_options(parser)
 
 
 def _register_redundancy(subparsers: argparse._SubParsersAction) -> None:
@@ -235,18 +240,13 @@ def _register_dstep(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("checkpoint", metavar="CHECKPOINT", help="D-STEP checkpoint (.safetensors, .json, stem or run dir)")
     parser.add_argument("--data", metavar="LIST", help="annotation file or folder of the videos to count decisions on")
-    parser.add_argument("--root", metavar="DIR", help="folder the annotation's video paths are relative to")
-    parser.add_argument("--format", default="auto", help="annotation format (default: detect)")
+    _add_source_options(parser)
     parser.add_argument("--video", action="append", default=[], metavar="PATH",
                         help="draw the Figure-3 picture of this video (repeatable; default: videos of the list)")
     parser.add_argument("--maps", type=positive_int, default=3, help="pictures to draw without --video (default 3)")
     parser.add_argument("--max-videos", type=positive_int, metavar="N", help="count decisions on the first N videos only")
     parser.add_argument("--out", required=True, metavar="DIR", help="folder for the PNGs and dstep.json")
-    parser.add_argument("--batch-size", type=positive_int, default=8, help="videos per forward pass (default 8)")
-    parser.add_argument("--workers", type=non_negative_int, default=0,
-                        help="DataLoader workers (default 0: load in this process)")
-    parser.add_argument("--device", default="auto", help="auto (CUDA when present, default), cpu, cuda or cuda:N")
-    parser.add_argument("--json", action="store_true", help="print one JSON object (the report) on stdout")
+    _add_run_options(parser)
     parser.set_defaults(run=run_dstep)
 
 
