@@ -37,6 +37,7 @@ from pathlib import Path
 import torch
 
 from effvid.cost.latency import load_record, machine_load
+from effvid.cost.static import spec_input_shape
 from effvid.data.annotations import Annotation, load_annotations
 from effvid.data.dataset import VideoDataset
 from effvid.data.loader import build_loader
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__},
         "threads": args.threads,
         "spec": spec.to_dict(),
-        "input_shape": [1, 3, spec.num_frames, spec.crop_size, spec.crop_size],
+        "input_shape": list(spec_input_shape(spec)),
     }
     result["evaluation"] = _evaluation(synth.annotations["val"], spec, views, args)
     result["epoch"] = _epochs(synth.annotations["train"], spec, demo, args)

@@ -21,6 +21,18 @@ quiet-machine figures when nothing else ran.
 
 ``key=value`` arguments override the PAS config (e.g. ``train.epochs=1 iterations=2``); the run
 directory resumes like ``effvid shrink``.
+
+``--latency-only`` skips the search and measures the paper-scale sequences instead: R(2+1)D-18
+at 16x112x112 along [c, f, t, t, t] and SlowFast-4x16-R50 at its 256 test crop along
+[c, s, t, s, f] (Table 1), random weights, each network prepared as users run it
+(``prepare_for_inference``'s default variant), batch 1 on the CPU with ``--threads`` torch threads.
+Per step: GMACs, the median latency over ``--repeats`` rounds that interleave all the steps of
+a backbone (order rotating), and the ratio of latency saving to GMACs saving against the
+previous step and against the base (1: time falls as much as the MACs; expected at least 0.7
+for the first two steps). Writes ``--latency-out``; run it on a quiet machine:
+
+    nice .venv/bin/python benchmarks/pas_synth.py --latency-only [--backbones r2plus1d_18] \
+        [--repeats 10] [--warmup 2] [--threads 1] [--latency-out benchmarks/results/pas_latency.json]
 """
 
 from __future__ import annotations
@@ -28,16 +40,89 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-from effvid.cost.latency import load_record, machine_load
+import torch
+
+from effvid.cost.latency import CpuWatch, interleaved_runs, load_record, machine_load, saving_ratio, torch_threads
+from effvid.cost.static import count_spec, spec_input_shape
 from effvid.data.synthetic import ensure_synthactions
 from effvid.methods.pas.config import load_shrink_config
+from effvid.methods.pas.operators import Reduced, apply_sequence
 from effvid.methods.pas.search import run_search
+from effvid.models import create_from_spec, default_spec, prepare_for_inference
+from effvid.models.inference import DEFAULT_VARIANT
+from effvid.spec import ArchSpec
 
 CONFIG = Path(__file__).resolve().parents[1] / "effvid" / "configs" / "pas" / "synth_small.yaml"
+
+TABLE_1_SEQUENCES = {"r2plus1d_18": "c,f,t,t,t", "slowfast_4x16_r50": "c,s,t,s,f"}
+"""The sequences PAS selected in the paper (Table 1, Figures 3 and 4), from the registered default specs."""
+
+MIN_SAVING_RATIO = 0.7
+"""Latency saving over GMACs saving expected of the first two steps."""
+
+
+def sequence_specs(name: str, operators: str) -> list[tuple[str, str | None, ArchSpec]]:
+    """``(label, operator, spec)`` of ``name``'s default spec and of every step of ``operators``."""
+    base = default_spec(name)
+    steps: list[tuple[str, str | None, ArchSpec]] = [("base", None, base)]
+    for index, result in enumerate(apply_sequence(base, operators), start=1):
+        if not isinstance(result, Reduced):
+            raise SystemExit(f"{name}: step {index} ({result.operator}) is pruned: {result.reason}")
+        steps.append((f"PAS-{index}", result.operators[-1], result.spec))
+    return steps
+
+
+def sequence_latency(name: str, operators: str, *, repeats: int, warmup: int, threads: int) -> dict[str, Any]:
+    """Batch-1 CPU latency beside GMACs for every step of ``operators`` on ``name`` (module doc).
+
+    Every step's network is built with random weights and prepared for inference; the steps are
+    timed round by round (:func:`interleaved_runs`); each row holds the median, min and max ms.
+    """
+    steps = sequence_specs(name, operators)
+    generator = torch.Generator().manual_seed(0)
+    with torch_threads(threads), torch.no_grad():
+        models = {label: prepare_for_inference(create_from_spec(spec)) for label, _, spec in steps}
+        clips = {label: torch.randn(spec_input_shape(spec), generator=generator) for label, _, spec in steps}
+        times = interleaved_runs({label: (lambda m=models[label], c=clips[label]: m(c)) for label in models},
+                                 repeats, warmup=warmup)
+    rows: list[dict[str, Any]] = []
+    for label, operator, spec in steps:
+        ms = [t * 1000.0 for t in times[label]]
+        rows.append({"model": label, "operator": operator, "input_shape": list(spec_input_shape(spec)),
+                     "gmacs": count_spec(spec).gmacs, "latency_ms": statistics.median(ms),
+                     "latency_ms_min": min(ms), "latency_ms_max": max(ms)})
+    for prev, row in zip(rows, rows[1:]):
+        row["saving_ratio_vs_previous"] = saving_ratio(latency=row["latency_ms"], base_latency=prev["latency_ms"],
+                                                       gmacs=row["gmacs"], base_gmacs=prev["gmacs"])
+        row["saving_ratio_vs_base"] = saving_ratio(latency=row["latency_ms"], base_latency=rows[0]["latency_ms"],
+                                                   gmacs=row["gmacs"], base_gmacs=rows[0]["gmacs"])
+    first_two = [row["saving_ratio_vs_previous"] for row in rows[1:3]]
+    return {"backbone": name, "operators": operators, "steps": rows,
+            "first_two_steps_at_least_min_ratio": all(r is not None and r >= MIN_SAVING_RATIO for r in first_two)}
+
+
+def run_latency(backbones: list[str], *, repeats: int, warmup: int, threads: int, out: Path) -> dict[str, Any]:
+    """:func:`sequence_latency` for every backbone, with the machine's load, written to ``out`` as JSON."""
+    load_before = machine_load()
+    with CpuWatch() as watch:
+        results = [sequence_latency(name, TABLE_1_SEQUENCES[name], repeats=repeats, warmup=warmup, threads=threads)
+                   for name in backbones]
+    load = load_record(load_before, machine_load(), threads, other_cores=watch.other_cores)
+    if load["warning"]:
+        print(f"warning: {load['warning']}", file=sys.stderr)
+    result = {"benchmark": "pas_latency", "machine": {"platform": platform.platform(), "processor": platform.processor()},
+              "torch": torch.__version__, "device": "cpu", "batch": 1, "threads": threads, "repeats": repeats,
+              "warmup": warmup, "variant": DEFAULT_VARIANT, "weights": "random", "min_saving_ratio": MIN_SAVING_RATIO,
+              "load": load, "backbones": results}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    return result
 
 
 def main() -> None:
@@ -47,7 +132,19 @@ def main() -> None:
     parser.add_argument("--base", type=Path, help="a trained base checkpoint (e.g. the demo's) instead of training one")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/pas_synth.json"))
     parser.add_argument("overrides", nargs="*", metavar="key=value")
+    parser.add_argument("--latency-only", action="store_true",
+                        help="skip the search; time the paper-scale Table 1 sequences (module doc)")
+    parser.add_argument("--backbones", nargs="+", choices=sorted(TABLE_1_SEQUENCES), default=list(TABLE_1_SEQUENCES))
+    parser.add_argument("--repeats", type=int, default=10, help="timed rounds (--latency-only)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed rounds first (--latency-only)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (--latency-only)")
+    parser.add_argument("--latency-out", type=Path, default=Path("benchmarks/results/pas_latency.json"))
     args = parser.parse_args()
+    if args.latency_only:
+        result = run_latency(args.backbones, repeats=args.repeats, warmup=args.warmup, threads=args.threads,
+                             out=args.latency_out)
+        print(json.dumps(result["backbones"], indent=1))
+        return
 
     manifest = ensure_synthactions(args.data / "synthactions-small", "small")
     reuse = ["base.model=null", "base.train=null", f"base.checkpoint={args.base}"] if args.base else []

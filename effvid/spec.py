@@ -7,8 +7,8 @@ reduction operators are pure functions ``ArchSpec -> ArchSpec``.
 Rounding rules (used by every family, documented once here):
 
 * channels: :func:`round_channels` — ``c * width_mult`` rounded to the nearest multiple of
-  ``divisor`` (1 for plain ResNets, 8 for X3D/MobileNet/EfficientNet, SlowFast's
-  ``beta_inv`` for the slow pathway so the fast pathway keeps its exact ``1/beta_inv`` ratio),
+  ``divisor`` (1 for plain ResNets and SlowFast's slow pathway, whose fast pathway takes
+  ``slow // beta_inv`` and at least one channel; 8 for X3D/MobileNet/EfficientNet),
   never below ``divisor``, and bumped up by one ``divisor`` when rounding lost more than 10%.
   At ``width_mult == 1`` the published width is returned unchanged.
 * blocks per stage: :func:`round_depth` — ``ceil(blocks * depth_mult)``, at least one.
@@ -78,9 +78,12 @@ class ArchSpec:
     ``num_frames`` is the number of frames the network sees (the fast pathway's frames for
     SlowFast, the number of segments for TSN/TSM); ``frame_stride`` is the sampling stride
     in source frames for dense clips (ignored when ``sampling == "segments"``).
+    ``crop_size`` is the side of the square training crop and ``test_crop_size`` that of the
+    test views (``None``: the training crop); models are evaluated and priced at the test crop
+    (:attr:`test_crop`), as papers report them (SlowFast trains at 224 and tests at 256).
     ``train_resize`` is the short-side scale-jitter range for training and ``test_resize``
-    the short side before the test crop; ``None`` derives them from ``crop_size`` with the
-    usual ratios (train ``[8/7, 10/7] * crop``, test ``8/7 * crop``).
+    the short side before the test crop; ``None`` derives them with the usual ratios (train
+    ``[8/7, 10/7] * crop_size``, test ``8/7 * test_crop``).
 
     ``family`` holds the settings only one family has (SlowFast's ``alpha``, ``beta_inv``,
     ``fusion_kernel``), validated by that family's builder. ``method`` names the dynamic
@@ -93,6 +96,7 @@ class ArchSpec:
     num_frames: int = 16
     frame_stride: int = 1
     crop_size: int = 112
+    test_crop_size: int | None = None
     width_mult: float = 1.0
     depth_mult: float = 1.0
     sampling: Sampling = "dense"
@@ -113,6 +117,9 @@ class ArchSpec:
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"ArchSpec.{key} must be a positive integer, got {value!r}")
+        test_crop = self.test_crop_size
+        if test_crop is not None and (not isinstance(test_crop, int) or isinstance(test_crop, bool) or test_crop < 1):
+            raise ConfigError(f"ArchSpec.test_crop_size must be a positive integer or null, got {test_crop!r}")
         for key in ("width_mult", "depth_mult"):
             value = getattr(self, key)
             if not isinstance(value, (int, float)) or not value > 0:
@@ -134,9 +141,14 @@ class ArchSpec:
         return (round(self.crop_size * 8 / 7), round(self.crop_size * 10 / 7))
 
     @property
+    def test_crop(self) -> int:
+        """Side of the square test views, in pixels: the input the model is evaluated and priced at."""
+        return self.test_crop_size if self.test_crop_size is not None else self.crop_size
+
+    @property
     def test_short_side(self) -> int:
         """Short side the test transform resizes to before cropping, in pixels."""
-        return self.test_resize if self.test_resize is not None else round(self.crop_size * 8 / 7)
+        return self.test_resize if self.test_resize is not None else round(self.test_crop * 8 / 7)
 
     @property
     def clip_span(self) -> int:

@@ -1,7 +1,8 @@
 """``effvid bench MODEL_OR_CHECKPOINT``: measured latency, throughput and achieved GMAC/s.
 
 A registered model name is built from its default spec with random weights (``--frames``,
-``--size``, ``--width``, ``--depth``, ``--classes`` change the spec as in ``effvid flops``); a
+``--size``, ``--width``, ``--depth``, ``--classes`` change the spec as in ``effvid flops``:
+``--size S`` sets both the training and the test crop to ``S``); a
 checkpoint (stem, any of its files, or a run directory) is loaded, and ``--frames``/``--size``
 rebuild it at another input. The model is prepared with
 :func:`~effvid.models.inference.prepare_for_inference` (default variant) and timed on
@@ -36,7 +37,8 @@ if TYPE_CHECKING:
 
 _NAME_OVERRIDES = {"frames": "num_frames", "size": "crop_size", "classes": "num_classes", "width": "width_mult",
                    "depth": "depth_mult"}
-_INPUT_OVERRIDES = ("frames", "size")
+_INPUT_FIELDS = frozenset({"num_frames", "crop_size", "test_crop_size"})
+"""Spec fields a checkpoint may be rebuilt with: its input, not its architecture."""
 
 
 def batch_list(text: str) -> list[int]:
@@ -68,7 +70,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--per-layer", action="store_true",
                         help="also split the batch-1 forward time and the GMACs over the leaf conv/linear layers")
     parser.add_argument("--frames", type=positive_int, help="clip frames T")
-    parser.add_argument("--size", type=positive_int, help="crop size S (input S x S)")
+    parser.add_argument("--size", type=positive_int, help="crop size S for training and testing (input S x S); "
+                        "without it, the spec's test crop")
     parser.add_argument("--classes", type=positive_int, help="number of classes (model names only)")
     parser.add_argument("--width", type=positive_float, help="width multiplier (model names only)")
     parser.add_argument("--depth", type=positive_float, help="depth multiplier (model names only)")
@@ -115,14 +118,14 @@ def _resolve_model(args: argparse.Namespace) -> tuple[nn.Module, ArchSpec, dict[
     from effvid.models import create_from_spec, default_spec, list_models
 
     name = args.model
-    overrides = {field: getattr(args, flag) for flag, field in _NAME_OVERRIDES.items() if getattr(args, flag) is not None}
+    overrides = _spec_overrides(args)
     path = Path(name)
     if name in list_models() or not (path.suffix in (".safetensors", ".json") or path.exists()
                                      or Path(f"{name}.json").exists()):
         spec = default_spec(name).replace(**overrides)  # an unknown name raises, listing the known models
         torch.manual_seed(0)
         return create_from_spec(spec).eval(), spec, {"model": spec.name, "checkpoint": None, "meta": {}}
-    refused = sorted(set(overrides) - {_NAME_OVERRIDES[f] for f in _INPUT_OVERRIDES})
+    refused = sorted(set(overrides) - _INPUT_FIELDS)
     if refused:
         flags = ", ".join(f"--{flag}" for flag, field in _NAME_OVERRIDES.items() if field in refused)
         raise ConfigError(f"{flags}: a checkpoint's architecture is fixed by its weights; only --frames and --size "
@@ -141,6 +144,15 @@ def _resolve_model(args: argparse.Namespace) -> tuple[nn.Module, ArchSpec, dict[
                                   f"({str(exc).splitlines()[0]})") from None
         model = rebuilt.eval()
     return model, spec, {"model": spec.name, "checkpoint": str(stem), "meta": meta}
+
+
+def _spec_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The spec fields the flags given set; ``--size S`` sets both crops to ``S``
+    (``test_crop_size=None``), as ``effvid flops --size`` does."""
+    overrides = {field: getattr(args, flag) for flag, field in _NAME_OVERRIDES.items() if getattr(args, flag) is not None}
+    if args.size is not None:
+        overrides["test_crop_size"] = None
+    return overrides
 
 
 def _bench(model: nn.Module, spec: ArchSpec, source: dict[str, Any], args: argparse.Namespace, *,

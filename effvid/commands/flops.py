@@ -1,6 +1,11 @@
 """``effvid flops MODEL_OR_CHECKPOINT``: GMACs per view and parameters, optionally per layer and
 after a sequence of PAS reduction operators (``--reduce s,t,c``).
 
+The cost is one view at the spec's test input (its test crop: SlowFast is trained at 224 and
+priced at 256, as papers report it); ``--size S`` sets both crops to ``S``. With ``--reduce``
+every step is priced the same way, so ``effvid flops r2plus1d_18 --reduce c,f,t,t,t`` and
+``effvid flops slowfast_4x16_r50 --reduce c,s,t,s,f`` print the PAS paper's Table 1 sequences.
+
 A checkpoint (its stem or any of its files, see :mod:`effvid.engine.checkpoint`) is priced from
 the ArchSpec in its JSON sidecar; the weights are not loaded (the cost does not depend on them),
 but their checksum is verified, so a truncated or altered checkpoint is refused as everywhere else.
@@ -18,7 +23,7 @@ from effvid.errors import CheckpointError
 if TYPE_CHECKING:
     from effvid.spec import ArchSpec
 
-_OVERRIDES = {"frames": "num_frames", "size": "crop_size", "classes": "num_classes", "width": "width_mult", "depth": "depth_mult"}
+_OVERRIDES = {"frames": "num_frames", "classes": "num_classes", "width": "width_mult", "depth": "depth_mult"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -30,7 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("model", metavar="MODEL_OR_CHECKPOINT", help="a registered model name, or a .safetensors/.json checkpoint")
     parser.add_argument("--frames", type=positive_int, help="clip frames T (fast-pathway frames for SlowFast; 1 for the per-frame cost of 2D models)")
-    parser.add_argument("--size", type=positive_int, help="crop size S (input S x S)")
+    parser.add_argument("--size", type=positive_int, help="crop size S for training and testing (input S x S); "
+                        "without it, the spec's crops, priced at its test crop")
     parser.add_argument("--classes", type=positive_int, help="number of classes")
     parser.add_argument("--width", type=positive_float, help="width multiplier")
     parser.add_argument("--depth", type=positive_float, help="depth multiplier")
@@ -46,6 +52,8 @@ def run(args: argparse.Namespace) -> int:
     from effvid.methods.pas.operators import Reduced, apply_sequence, parse_operators
 
     overrides = {field: getattr(args, flag) for flag, field in _OVERRIDES.items() if getattr(args, flag) is not None}
+    if args.size is not None:
+        overrides.update(crop_size=args.size, test_crop_size=None)
     spec = resolve_spec(args.model).replace(**overrides)
     operators = parse_operators(args.reduce) if args.reduce else None
     report = count_spec(spec, with_bn=args.with_bn, per_layer=args.per_layer)
@@ -74,13 +82,14 @@ def run(args: argparse.Namespace) -> int:
         for row in report.layers:
             print(f"  {row['module']:<{width}}  {row['op']:<12} {row['gmacs']:10.4f}")
     if operators is not None:
-        print(f"{'step':>4} {'op':>2}  {'input (B,C,T,H,W)':<20} {'stride':>6} {'width':>6} {'depth':>6} {'GMACs':>9} {'ratio':>6} {'params':>12}")
+        print(f"{'step':>4} {'op':>2}  {'input (B,C,T,H,W)':<20} {'train':>5} {'stride':>6} {'width':>6} {'depth':>6} "
+              f"{'GMACs':>9} {'ratio':>6} {'params':>12}")
         for row in out["reduce"]:
             if row["pruned"]:
                 print(f"{row['step']:>4} {row['operator']:>2}  pruned: {row['reason']}")
                 continue
             s = row["spec"]
-            print(f"{row['step']:>4} {row['operator']:>2}  {format_shape(row['input_shape']):<20} {s['frame_stride']:>6} "
+            print(f"{row['step']:>4} {row['operator']:>2}  {format_shape(row['input_shape']):<20} {s['crop_size']:>5} {s['frame_stride']:>6} "
                   f"{s['width_mult']:>6.3f} {s['depth_mult']:>6.3f} {row['gmacs']:>9.3f} {row['ratio']:>6.3f} {row['params']:>12,}")
     return 0
 
@@ -105,4 +114,4 @@ def resolve_spec(model_or_checkpoint: str) -> ArchSpec:
 
 def _summary(spec: ArchSpec) -> dict[str, Any]:
     keys = ("num_frames", "frame_stride", "crop_size", "width_mult", "depth_mult")
-    return {**{key: getattr(spec, key) for key in keys}, "clip_span": spec.clip_span}
+    return {**{key: getattr(spec, key) for key in keys}, "test_crop": spec.test_crop, "clip_span": spec.clip_span}

@@ -12,7 +12,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Run Progressive Architecture Shrinkage from a YAML config (see configs/pas/), with key=value "
         "overrides (e.g. iterations=3 train.epochs=10). Running the same command again resumes the run from "
         "RUN_DIR/ledger.json: finished hypotheses are kept, interrupted ones continue from their last epoch, "
-        "failed ones are retried. `effvid shrink report RUN_DIR` rewrites report.md/json and the plot.",
+        "failed ones are retried. A resume may raise iterations or change target_gmacs, control, retries, latency, "
+        "resources and ray settings; a config that would change finished results (data, base, operators, gammas, "
+        "train, distillation, tolerances, ...) or a replaced base checkpoint is refused (exit 2). "
+        "Table 4's ablation runs on top of a search: the same command with ablation.iteration=K (and optionally "
+        "ablation.operators=[s,t]) trains iteration K's input-operator hypotheses again without KD but fine-tuned "
+        "(itK-s-nokd) and with KD from random weights (itK-s-scratch), beside the search and never selected. "
+        "`effvid shrink report RUN_DIR` rewrites report.md/json and the plot.",
     )
     parser.add_argument("config", metavar="CONFIG", help="PAS config (YAML), or the word 'report'")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides (or RUN_DIR after 'report')")

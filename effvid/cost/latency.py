@@ -9,6 +9,7 @@ machine, and savings are best measured as ratios within one run.
 One timer serves ``effvid bench``, PAS's latency column and the scripts in ``benchmarks/``:
 
 * :func:`timed_runs` times repeated calls (synchronising CUDA when asked);
+  :func:`interleaved_runs` times several forwards round by round, for savings as ratios;
 * :func:`time_batches` gives median latency, throughput and achieved GMAC/s per batch size;
 * :func:`time_clips` times a dynamic model on real clips, one at a time, beside the cost each
   clip reported (``ModelOutput.cost``); :func:`compare_on_clips` times several models on the
@@ -181,6 +182,24 @@ def timed_runs(forward: Callable[[], Any], repeats: int, *, synchronize: Callabl
         if synchronize is not None:
             synchronize()
         times.append(time.perf_counter() - start)
+    return times
+
+
+def interleaved_runs(forwards: Mapping[str, Callable[[], Any]], repeats: int, *, warmup: int = 1,
+                     synchronize: Callable[[], None] | None = None) -> dict[str, list[float]]:
+    """Seconds of each of ``repeats`` calls of every forward, by name, interleaved: each round calls
+    every forward once, in an order that rotates from round to round, so drift in the machine's
+    speed falls on all of them alike. ``warmup`` untimed rounds come first."""
+    if repeats < 1 or not forwards:
+        raise ValueError("interleaved_runs needs repeats >= 1 and at least one forward")
+    names = list(forwards)
+    for name in names:
+        timed_runs(forwards[name], warmup, synchronize=synchronize)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for round_index in range(repeats):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            times[name].extend(timed_runs(forwards[name], 1, synchronize=synchronize))
     return times
 
 

@@ -1,6 +1,7 @@
 """Static cost of a model: GMACs per view at an explicit input shape, and parameters.
 
-Convention (DESIGN.md): GMACs of convolution, linear and matmul ops for one view at batch 1,
+Convention (DESIGN.md): GMACs of convolution, linear and matmul ops for one view at batch 1
+(a spec's view is its test input: ``num_frames`` frames at the test crop),
 which is what papers and toolkits print as "GFLOPs" (one multiply-add = one FLOP). BatchNorm
 and activations are excluded unless ``with_bn=True``; BatchNorm then counts
 :data:`BN_MACS_PER_ELEMENT` (5) per output element, the convention of PyTorchVideo's model zoo
@@ -84,12 +85,16 @@ def format_shape(shape: Sequence[int]) -> str:
 
 
 def spec_input_shape(spec: ArchSpec) -> tuple[int, int, int, int, int]:
-    """The input one view of ``spec`` feeds its model: ``(1, 3, num_frames, crop, crop)``."""
-    return (1, 3, spec.num_frames, spec.crop_size, spec.crop_size)
+    """The input one test view of ``spec`` feeds its model: ``(1, 3, num_frames, test_crop, test_crop)``.
+
+    Cost, latency and exports are stated at the test crop, the input the model is evaluated on
+    (papers report SlowFast's cost at its 256 test crop, not its 224 training crop).
+    """
+    return (1, 3, spec.num_frames, spec.test_crop, spec.test_crop)
 
 
 def count_spec(spec: ArchSpec, *, with_bn: bool = False, per_layer: bool = False) -> CostReport:
-    """Cost of the model ``spec`` builds, at the spec's own input geometry."""
+    """Cost of the model ``spec`` builds, at the spec's own test input (:func:`spec_input_shape`)."""
     return count_cost(spec, with_bn=with_bn, per_layer=per_layer)
 
 

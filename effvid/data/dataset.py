@@ -2,12 +2,14 @@
 :func:`effvid.data.loader.build_loader`).
 
 An item is a dict ``{"clip", "label", "video_index", "view_index", "skipped", "failed_videos",
-"valid", "error"}``:
+"valid", "error"}``, plus ``"teacher_clip"`` for a training set given a ``teacher_spec``:
 
 * ``clip``: float ``(C, T, H, W)``;
+* ``teacher_clip``: the same moment and region at the teacher's geometry (below);
 * ``label``: a scalar LongTensor, or a float multi-hot ``(num_classes,)`` for multi-label data;
-* ``video_index``/``view_index``: which record the clip came from and which test view it is
-  (always 0 in training); evaluation averages the views of one ``video_index``;
+* ``video_index``/``view_index``: which record the clip came from and which test view (in
+  training: which of its ``clips_per_video`` clips) it is; evaluation averages the views of one
+  ``video_index``;
 * ``skipped``: how many read attempts failed to produce this item (``on_error="skip"``); a
   count of attempts, not of files: one bad file tried for two items counts twice;
 * ``failed_videos``: LongTensor ``(MAX_SUBSTITUTES,)``, the indices of the videos those failed
@@ -16,7 +18,9 @@ An item is a dict ``{"clip", "label", "video_index", "view_index", "skipped", "f
   (its ``clip`` is zeros and must not be scored); always true in training;
 * ``error``: for an invalid item, the one-line reason (``"<path>: <reason>"``); else ``""``.
 
-Training yields one random clip per video. Testing enumerates ``num_clips x num_crops`` views
+Training yields ``clips_per_video`` random clips per video (temporal jittering, PAS section 4.2:
+item ``i`` is clip ``i % clips_per_video`` of video ``i // clips_per_video``, each with its own
+random start and augmentation). Testing enumerates ``num_clips x num_crops`` views
 per video: item ``i`` is view ``i % (K * C)`` of video ``i // (K * C)``, and view ``v`` is clip
 ``v // C`` (temporal) with crop ``v % C`` (spatial). Each such item opens and decodes its video
 anew. :meth:`VideoDataset.video_item` (and :meth:`VideoDataset.by_video`, the dataset of whole
@@ -40,6 +44,14 @@ never written again; under the ``spawn``/``forkserver`` start methods each worke
 own copy of the filled cache (memory times the workers). Under DDP each rank caches every video
 (the shards change per epoch). A video whose header frame count cannot all be decoded is not
 cached and is read as without a cache; an unreadable one is tried again whenever an item needs it.
+
+Teacher clips (``teacher_spec``, distillation with the teacher at its own geometry): each training
+item also holds the teacher's clip of the same moment, sampled at the teacher's T and tau by
+:meth:`~effvid.data.sampling.ClipSampler.train_like` (same start as the student's clip, moved back
+only as far as the video's end needs; ``target_fps`` applies to both) and cut from the same region
+with the same flip by :class:`~effvid.data.paired.PairedTrainTransform`, at the teacher's crop
+size, mean and std. The student's clip is the one it would be without a teacher (same draws).
+The frames of both are decoded in one read.
 
 Randomness: each item draws from generators seeded by ``(seed, epoch, index)`` only, so an item
 is the same whatever the worker count, the worker that loads it, or the rank. The epoch lives in
@@ -82,6 +94,7 @@ from torch.utils.data import Dataset
 
 from effvid.data.annotations import Annotation, VideoRecord
 from effvid.data.decode import BACKENDS, VideoInfo, open_video
+from effvid.data.paired import PairedTrainTransform
 from effvid.data.sampling import ClipSampler
 from effvid.data.transforms import (
     as_clip_tensor,
@@ -111,7 +124,9 @@ class VideoDataset(Dataset):
     ``flip`` (training only) mirrors half the clips; ``None`` or ``False`` leaves it off, the safe
     choice for direction-sensitive data. ``multiscale`` selects TSN's multi-scale crop for
     training; ``None`` uses it for segment-sampled (TSN-style 2D) specs. ``num_clips`` and
-    ``num_crops`` (1 or 3) set the test views and are ignored in training. ``reader_options``
+    ``num_crops`` (1 or 3) set the test views and are ignored in training; ``clips_per_video``
+    (random clips of each video per epoch) and ``teacher_spec`` (items also carry the teacher's
+    clip, module docstring) apply to training and are ignored in testing. ``reader_options``
     are passed to :func:`effvid.data.decode.open_video` (``threads``, ``frame_template``).
     An unknown ``backend`` (or ``"decord"`` without the decord package) is a :class:`ConfigError`
     here, not at the first batch. ``cache="memory"`` keeps decoded frames in memory, at most
@@ -136,6 +151,8 @@ class VideoDataset(Dataset):
         reader_options: Mapping[str, Any] | None = None,
         cache: Literal["none", "memory"] = "none",
         cache_bytes_max: int | None = None,
+        clips_per_video: int = 1,
+        teacher_spec: ArchSpec | None = None,
     ) -> None:
         if on_error not in ("raise", "skip"):
             raise ConfigError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
@@ -144,6 +161,8 @@ class VideoDataset(Dataset):
         if cache_bytes_max is not None and (isinstance(cache_bytes_max, bool) or not isinstance(cache_bytes_max, int)
                                             or cache_bytes_max < 1):
             raise ConfigError(f"data.cache_bytes_max must be a positive number of bytes, got {cache_bytes_max!r}")
+        if isinstance(clips_per_video, bool) or not isinstance(clips_per_video, int) or clips_per_video < 1:
+            raise ConfigError(f"data.clips_per_video must be an integer >= 1, got {clips_per_video!r}")
         check_backend(backend)
         if not annotation.records:
             raise ConfigError(f"{annotation.source or 'the annotation'}: the annotation has no videos")
@@ -158,10 +177,16 @@ class VideoDataset(Dataset):
         self.seed = seed
         self.reader_options = dict(reader_options or {})
         self.sampler = ClipSampler.from_spec(spec, target_fps=target_fps)
+        self.clips_per_video = clips_per_video if train else 1
+        self.teacher_sampler: ClipSampler | None = None
+        self.pair: PairedTrainTransform | None = None
         if train:
             self.num_clips, self.num_crops = 1, 1
             use_multiscale = spec.sampling == "segments" if multiscale is None else multiscale
             self.transform = train_transform(spec, flip=bool(flip), multiscale=use_multiscale)
+            if teacher_spec is not None:
+                self.teacher_sampler = ClipSampler.from_spec(teacher_spec, target_fps=target_fps)
+                self.pair = PairedTrainTransform(spec, teacher_spec, flip=bool(flip), multiscale=use_multiscale)
         else:
             if not isinstance(num_clips, int) or num_clips < 1:
                 raise ConfigError(f"num_clips must be a positive integer, got {num_clips!r}")
@@ -185,8 +210,8 @@ class VideoDataset(Dataset):
 
     @property
     def views_per_video(self) -> int:
-        """Items per video: 1 in training, ``num_clips * num_crops`` in testing."""
-        return self.num_clips * self.num_crops
+        """Items per video: ``clips_per_video`` in training, ``num_clips * num_crops`` in testing."""
+        return self.clips_per_video * self.num_clips * self.num_crops
 
     @property
     def epoch(self) -> int:
@@ -223,32 +248,35 @@ class VideoDataset(Dataset):
         for attempt in range(attempts):
             candidate = (video + attempt) % len(self.records)
             try:
-                clip = self._load(candidate, view, self._seed_sequence(index, attempt))
+                clips = self._load(candidate, view, self._seed_sequence(index, attempt))
             except VideoError as err:
                 if self.on_error == "raise":
                     raise
                 failed.append(candidate)
                 self._unreadable.add(self.records[candidate].path)
                 if not self.train:  # scored videos are never substituted: the evaluator drops this one
-                    return self._item(self._placeholder(), video, view, failed, error=str(err))
+                    return self._item({"clip": self._placeholder()}, video, view, failed, error=str(err))
                 if err.path not in _warned:
                     _warned.add(err.path)
                     log.warning("skipping unreadable video %s: %s", err.path, err.reason)
                 last_error = err
                 continue
-            return self._item(clip, candidate, view, failed)
+            return self._item(clips, candidate, view, failed)
         raise EffvidError(f"on_error=skip: none of the {attempts} videos tried for item {index} "
                           f"(from {self.records[video].path}) could be read; last: {last_error}")
 
-    def _item(self, clip: torch.Tensor, video: int, view: int, failed: list[int], error: str = "") -> dict[str, Any]:
+    def _item(self, clips: dict[str, torch.Tensor], video: int, view: int, failed: list[int],
+              error: str = "") -> dict[str, Any]:
+        """The item of ``clips`` (``"clip"``, and ``"teacher_clip"`` when there is a teacher)."""
         failed_videos = torch.full((MAX_SUBSTITUTES,), -1, dtype=torch.int64)
         failed_videos[: len(failed)] = torch.tensor(failed, dtype=torch.int64)
-        return {"clip": clip, "label": self.target(video), "video_index": video, "view_index": view,
+        return {**clips, "label": self.target(video), "video_index": video, "view_index": view,
                 "skipped": len(failed), "failed_videos": failed_videos, "valid": not error, "error": error}
 
     def _placeholder(self) -> torch.Tensor:
-        """The zero clip an invalid test item carries, shaped like every other item's clip."""
-        size = self.spec.crop_size
+        """The zero clip an invalid test item carries, shaped like every other test item's clip
+        (``spec.test_crop`` square)."""
+        size = self.spec.test_crop
         return torch.zeros(3, self.spec.num_frames, size, size, dtype=torch.float32)
 
     def target(self, video_index: int) -> torch.Tensor:
@@ -263,10 +291,13 @@ class VideoDataset(Dataset):
     def _seed_sequence(self, index: int, attempt: int) -> np.random.SeedSequence:
         return np.random.SeedSequence([self.seed, self.epoch, index, attempt])
 
-    def _load(self, video: int, view: int, seeds: np.random.SeedSequence) -> torch.Tensor:
-        """Decode and transform view ``view`` of video ``video``; VideoError when it cannot be read."""
+    def _load(self, video: int, view: int, seeds: np.random.SeedSequence) -> dict[str, torch.Tensor]:
+        """Decode and transform view ``view`` of video ``video`` (with the teacher's clip when
+        there is a teacher): ``{"clip"[, "teacher_clip"]}``; VideoError when it cannot be read."""
         rng = np.random.default_rng(seeds)
         generator = torch.Generator().manual_seed(int(rng.integers(2**63 - 1)))
+        if self.pair is not None:
+            return self._load_pair(video, rng, generator)
         clip_index, crop_index = divmod(view, self.num_crops)
         with self._source(video) as source:
             info = source.info
@@ -275,7 +306,20 @@ class VideoDataset(Dataset):
             else:
                 indices = self.sampler.test(info.num_frames, info.fps, self.num_clips)[clip_index]
             frames = source.get_frames(indices)
-        return self.transform(frames, generator, crop_index)
+        return {"clip": self.transform(frames, generator, crop_index)}
+
+    def _load_pair(self, video: int, rng: np.random.Generator, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """A training clip of ``video`` and the teacher's clip of the same moment and region, from
+        one read of the frames they need."""
+        with self._source(video) as source:
+            info = source.info
+            student = self.sampler.train(info.num_frames, info.fps, rng)
+            teacher = self.teacher_sampler.train_like(self.sampler, student, info.num_frames, info.fps, rng)
+            wanted = np.unique(np.concatenate([student, teacher]))
+            decoded = source.get_frames(wanted)
+        clip, teacher_clip = self.pair(decoded[np.searchsorted(wanted, student)],
+                                       decoded[np.searchsorted(wanted, teacher)], generator)
+        return {"clip": clip, "teacher_clip": teacher_clip}
 
     # ------------------------------------------------------------------ whole test videos
 
@@ -308,7 +352,7 @@ class VideoDataset(Dataset):
         return VideoViews(self, videos)
 
     def _video_item(self, clips: torch.Tensor, video: int, failed: list[int], error: str = "") -> dict[str, Any]:
-        item = self._item(clips, video, 0, failed, error)
+        item = self._item({"clip": clips}, video, 0, failed, error)
         item["view_index"] = torch.arange(self.views_per_video, dtype=torch.int64)
         return item
 
@@ -327,11 +371,11 @@ class VideoDataset(Dataset):
         return torch.stack([view for clip in frames for view in self._test_views(clip)])
 
     def _test_views(self, frames: np.ndarray) -> list[torch.Tensor]:
-        """The ``C`` test crops of one clip's frames, resized once: :class:`TestTransform`'s
-        geometry, crop by crop (a test checks they are the transform's own)."""
+        """The ``C`` ``spec.test_crop`` test crops of one clip's frames, resized once:
+        :class:`TestTransform`'s geometry, crop by crop (a test checks they are the transform's own)."""
         spec = self.spec
         clip = resize_short_side(as_clip_tensor(frames), spec.test_short_side)
-        size = spec.crop_size
+        size = spec.test_crop
         height, width = clip.shape[-2:]
         if self.num_crops == 1:
             offsets = [((height - size) // 2, (width - size) // 2)]

@@ -22,6 +22,13 @@ the end is clamped to the last frame, i.e. the last frame is repeated. A dense c
 at stride 2 from a 5-frame video is ``[0, 2, 4, 4]``; 4 segments of a 2-frame video are
 ``[0, 1, 1, 1]``. Every test view of a short video is the same clip.
 
+A second clip over the same moment (:meth:`ClipSampler.train_like`, a distillation teacher's
+clip at its own T and tau): a dense clip starts at the other clip's first frame, moved back only
+as far as keeping it inside the video needs, so it covers the other clip's window whenever it
+spans at least as much (a clip cut to its first ``T / gamma`` frames, or thinned to every
+``gamma``-th frame, is then a part of it); segment clips cover the whole video anyway and reuse
+the other clip's frames when both take the same number of segments.
+
 Everything is deterministic: training depends only on the ``numpy.random.Generator`` passed in.
 """
 
@@ -80,6 +87,21 @@ class ClipSampler:
             return rng.integers(bounds[:-1], bounds[1:]).astype(np.int64)
         step = self._step(fps)
         start = int(rng.integers(0, math.floor(self._last_start(num_frames, step)) + 1))
+        return self._dense(start, step, num_frames)
+
+    def train_like(self, other: ClipSampler, clip: np.ndarray, num_frames: int, fps: float,
+                   rng: np.random.Generator) -> np.ndarray:
+        """This sampler's training clip over the time window of ``clip``, a training clip that
+        ``other`` drew from the same video (module docstring): ``(clip_len,)`` int64 indices.
+
+        ``rng`` is drawn from only when segment clips of different lengths leave nothing to share.
+        """
+        _check_num_frames(num_frames)
+        if self.mode == "segments":
+            same = other.mode == "segments" and other.clip_len == self.clip_len
+            return np.asarray(clip, dtype=np.int64) if same else self.train(num_frames, fps, rng)
+        step = self._step(fps)
+        start = min(int(clip[0]), math.floor(self._last_start(num_frames, step)))
         return self._dense(start, step, num_frames)
 
     def test(self, num_frames: int, fps: float, num_clips: int) -> list[np.ndarray]:

@@ -18,9 +18,11 @@ Geometry rules:
   ``max_distort`` steps between the two sides' scale indices (sides within 3 px of the crop size
   snap to it), placed at one of TSN's 13 fixed positions, and resized to the crop square;
 * optional horizontal flip with probability 1/2 (off unless asked for: direction-sensitive data);
-* testing: short side resized to ``spec.test_short_side``, then the centre square, or (three
-  crops) the start, centre and end squares along the long side (left/centre/right for
-  landscape frames, top/centre/bottom for portrait ones), centred on the short side.
+* testing: short side resized to ``spec.test_short_side``, then the ``spec.test_crop`` centre
+  square, or (three crops) the start, centre and end squares along the long side
+  (left/centre/right for landscape frames, top/centre/bottom for portrait ones), centred on the
+  short side. The test crop is the spec's ``test_crop_size`` (SlowFast: 256), or the training
+  crop when that is unset.
 """
 
 from __future__ import annotations
@@ -167,7 +169,8 @@ class TrainTransform:
 
 @dataclass(frozen=True)
 class TestTransform:
-    """Deterministic test geometry: centre crop or one of three crops; build with :func:`test_transform`."""
+    """Deterministic test geometry: centre crop or one of three ``spec.test_crop`` squares; build
+    with :func:`test_transform`."""
 
     spec: ArchSpec
     num_crops: int = 1
@@ -178,7 +181,7 @@ class TestTransform:
         if not 0 <= crop_index < self.num_crops:
             raise ValueError(f"crop_index {crop_index} outside range({self.num_crops})")
         clip = resize_short_side(as_clip_tensor(frames), self.spec.test_short_side)
-        size = self.spec.crop_size
+        size = self.spec.test_crop
         height, width = clip.shape[-2:]
         if self.num_crops == 1:
             top, left = (height - size) // 2, (width - size) // 2
@@ -197,10 +200,12 @@ def train_transform(spec: ArchSpec, *, flip: bool = False, multiscale: bool = Fa
 
 
 def test_transform(spec: ArchSpec, *, num_crops: int = 1) -> TestTransform:
-    """The test transform for ``spec``: 1 (centre) or 3 crops; a :class:`ConfigError` otherwise."""
+    """The test transform for ``spec``: 1 (centre) or 3 crops of ``spec.test_crop``; a
+    :class:`ConfigError` for another count or a test resize below the test crop."""
     if num_crops not in (1, 3):
         raise ConfigError(f"num_crops must be 1 (centre crop) or 3 (three crops), got {num_crops!r}")
-    if spec.test_short_side < spec.crop_size:
-        raise ConfigError(f"ArchSpec.test_resize {spec.test_short_side} is smaller than crop_size {spec.crop_size}")
+    if spec.test_short_side < spec.test_crop:
+        key = "crop_size" if spec.test_crop_size is None else "test_crop_size"
+        raise ConfigError(f"ArchSpec.test_resize {spec.test_short_side} is smaller than {key} {spec.test_crop}")
     return TestTransform(spec, num_crops=num_crops)
 

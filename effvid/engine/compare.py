@@ -44,8 +44,8 @@ def compare_models(models: Mapping[str, torch.nn.Module | str | Path], val_list:
     built = {name: load_model(m) if isinstance(m, (str, Path)) else m for name, m in models.items()}
     if baseline not in built:
         raise ConfigError(f"compare: baseline {baseline!r} is not among the models ({', '.join(built)})")
-    geometry = {(m.spec.num_frames, m.spec.frame_stride, m.spec.crop_size, m.spec.sampling, tuple(m.spec.mean),
-                 tuple(m.spec.std)) for m in built.values()}
+    geometry = {(m.spec.num_frames, m.spec.frame_stride, m.spec.crop_size, m.spec.test_crop, m.spec.sampling,
+                 tuple(m.spec.mean), tuple(m.spec.std)) for m in built.values()}
     if len(geometry) != 1:
         raise ConfigError(f"compare: the models read different inputs ({sorted(geometry)}); compare models of one geometry")
     rows = [{"model": name, **evaluate(model, val_list, views=views, num_workers=1).to_dict()}

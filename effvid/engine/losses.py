@@ -10,8 +10,8 @@ connectors, a method's auxiliary heads): :class:`TrainStep` holds the model and 
 as one module, so DDP averages their gradients with the model's and checkpoints keep them.
 
 Distillation (PAS, section 3.3, Eq. 7): ``L = CE + alpha * t^2 * KL(teacher || student)``
-with both distributions softened at temperature ``t`` (defaults ``t = 5``, ``alpha = 500``).
-In the composer the ``"kd"`` term's value is ``t^2 * KL`` and its weight is ``alpha``.
+with both distributions softened at temperature ``t`` (PAS: ``t = 5``, ``alpha = 500`` on
+Kinetics-400). In the composer the ``"kd"`` term's value is ``t^2 * KL`` and its weight is ``alpha``.
 
 Why ``alpha = 500`` implies KL averaged over batch *and classes* (``reduction="mean"``, the
 default of PyTorch's ``nn.KLDivLoss``) rather than summed over classes (``"batchmean"``):
@@ -24,6 +24,12 @@ weight ``12500 / 400 = 31.25 = 1.25 t^2``, i.e. Hinton et al.'s recipe with the 
 weighted 1.25 against the hard term, the usual regime. So ``"mean"`` is the default;
 ``"batchmean"`` (the mathematically proper KL) is an option. Note the effective weight
 scales as ``1 / K``: to keep Kinetics' balance on a K-class dataset use ``alpha ~ 1.25 K``.
+
+``alpha: auto`` (the default, :func:`resolve_alpha`) applies that rule from the student's class
+count K when the ``"kd"`` term is built: ``alpha = 1.25 K`` with ``"mean"`` (500 on
+Kinetics-400, 20 on SynthActions' 16 classes) and ``alpha = 1.25`` with ``"batchmean"``, the same
+per-sample weight ``1.25 t^2`` on the KL either way. A number is used as given (the paper's 500
+on a 16-class dataset makes the KD term about 25 times heavier than that balance).
 """
 
 from __future__ import annotations
@@ -43,10 +49,12 @@ from effvid.engine.checkpoint import load_model
 from effvid.engine.schedules import WeightScheduleKind, scheduled_weight
 from effvid.errors import ConfigError
 from effvid.models.base import model_output
+from effvid.models.layers import PreActivationBlock
 
 KLReduction = Literal["mean", "batchmean"]
 BNMode = Literal["train", "eval"]
 FeatureKind = Literal["none", "mse", "margin_relu"]
+TeacherInput = Literal["student", "base"]
 
 
 @dataclass(frozen=True)
@@ -79,20 +87,31 @@ class DistillConfig:
 
     ``teacher`` is a checkpoint path (``None``: no distillation). ``feature`` adds an
     intermediate-feature term after every residual stage, weighted by ``feature_weight``.
+    ``alpha`` is the ``"kd"`` term's weight: a number (PAS: 500), or ``"auto"`` (the default),
+    resolved by :func:`resolve_alpha` from the student's class count (module docstring).
+    ``teacher_input`` is what the teacher sees: ``"student"`` the student's own clip;
+    ``"base"`` the same moment and region at the teacher checkpoint's own geometry (its frames,
+    stride, crop size, mean and std; :mod:`effvid.data.dataset`), so a student whose input was
+    reduced is distilled from what the teacher makes of the full input.
     """
 
     teacher: str | None = None
     temperature: float = 5.0
-    alpha: float = 500.0
+    alpha: float | Literal["auto"] = "auto"
     teacher_bn: BNMode = "train"
     kl_reduction: KLReduction = "mean"
     feature: FeatureKind = "none"
     feature_weight: float = 1.0
+    teacher_input: TeacherInput = "student"
 
     def __post_init__(self) -> None:
         if not self.temperature > 0:
             raise ConfigError(f"distill.temperature must be positive, got {self.temperature}")
-        if self.alpha < 0 or self.feature_weight < 0:
+        if self.teacher_input not in ("student", "base"):
+            raise ConfigError(f"distill.teacher_input must be 'student' or 'base', got {self.teacher_input!r}")
+        if isinstance(self.alpha, str) and self.alpha != "auto":
+            raise ConfigError(f"distill.alpha must be a number or 'auto', got {self.alpha!r}")
+        if (self.alpha != "auto" and self.alpha < 0) or self.feature_weight < 0:
             raise ConfigError("distill.alpha and distill.feature_weight must be >= 0")
 
 
@@ -228,6 +247,29 @@ def classification_term(*, label_smoothing: float = 0.0) -> LossFn:
         return classification_loss(ctx.logits, ctx.targets, label_smoothing=label_smoothing)
 
     return term
+
+
+KD_SOFT_WEIGHT = 1.25
+"""The per-sample ``t^2 * KL`` weight against the CE that PAS's ``alpha = 500`` gives on Kinetics-400."""
+
+
+def resolve_alpha(alpha: float | Literal["auto"], *, num_classes: int | None,
+                  reduction: KLReduction = "mean") -> float:
+    """The ``"kd"`` term's weight for ``distill.alpha`` (module docstring).
+
+    A number is returned as is. ``"auto"`` gives ``1.25 * num_classes`` with ``reduction="mean"``
+    (500 for 400 classes) and ``1.25`` with ``"batchmean"``: the per-sample KL is weighted
+    ``1.25 t^2`` whatever the class count and the reduction. ``"auto"`` with ``"mean"`` and an
+    unknown class count (``None``) is a :class:`ConfigError`.
+    """
+    if alpha != "auto":
+        return float(alpha)
+    if reduction == "batchmean":
+        return KD_SOFT_WEIGHT
+    if num_classes is None:
+        raise ConfigError("distill.alpha 'auto' needs the student's class count (spec.num_classes); "
+                          "set distill.alpha to a number")
+    return KD_SOFT_WEIGHT * num_classes
 
 
 def kd_term(teacher: FrozenTeacher, *, temperature: float = 5.0, reduction: KLReduction = "mean") -> LossFn:
@@ -370,6 +412,63 @@ def _stage_bn(stage: nn.Module, channels: int) -> _BatchNorm:
     raise ConfigError(f"margin-ReLU distillation found no BatchNorm with {channels} channels in stage {type(stage).__name__}")
 
 
+def preactivation_blocks(stage: nn.Module) -> list[PreActivationBlock]:
+    """The last :class:`~effvid.models.layers.PreActivationBlock` of each block sequence in ``stage``.
+
+    One per pathway, in module order (a SlowFast stage gives ``[slow, fast]``, a plain ResNet
+    stage its last block); empty when the stage holds no such block.
+    """
+    last: dict[str, PreActivationBlock] = {}
+    for name, module in stage.named_modules():
+        if isinstance(module, PreActivationBlock):
+            last[name.rpartition(".")[0]] = module
+    return list(last.values())
+
+
+@dataclass(frozen=True)
+class FeatureTap:
+    """One place where a stage's features are recorded: the forward output of :attr:`module`.
+
+    With ``block`` set, that is ``block.preact``, the block's pre-ReLU residual sum (one map);
+    otherwise the stage itself, its output (a map, or a SlowFast stage's ``[slow, fast]``).
+    """
+
+    stage: nn.Module
+    block: PreActivationBlock | None = None
+
+    @property
+    def module(self) -> nn.Module:
+        """The module whose forward hook records the features."""
+        return self.stage if self.block is None else self.block.preact
+
+    def margin_bn(self, channels: int) -> _BatchNorm:
+        """The BN whose ``beta``, ``gamma`` give the margins of this tap's ``channels``-channel map:
+        the block's residual-branch BN (Heo et al.'s "BN before the ReLU"), or for a stage output
+        the stage's last BN of that width (:func:`_stage_bn`)."""
+        if self.block is None:
+            return _stage_bn(self.stage, channels)
+        bn = self.block.residual_norm()
+        if not isinstance(bn, _BatchNorm) or bn.num_features != channels:
+            raise ConfigError(f"margin-ReLU distillation: {type(self.block).__name__}.residual_norm() is not a "
+                              f"BatchNorm of its {channels} output channels")
+        return bn
+
+
+def feature_taps(model: nn.Module, kind: Literal["mse", "margin_relu"]) -> list[list[FeatureTap]]:
+    """Per stage of ``model.stage_names``, where :class:`FeatureDistillation` records its features.
+
+    ``"margin_relu"``: the pre-ReLU sum of each pathway's last residual block
+    (:func:`preactivation_blocks`); a stage without such blocks is recorded at its output
+    (MobileNetV2 and EfficientNet, whose linear bottlenecks end in a BN, Inception, and D-STEP's
+    gated blocks, which do not expose ``preact``). ``"mse"``: every stage's output.
+    """
+    taps = []
+    for stage in _stage_modules(model):
+        blocks = preactivation_blocks(stage) if kind == "margin_relu" else []
+        taps.append([FeatureTap(stage, block) for block in blocks] or [FeatureTap(stage)])
+    return taps
+
+
 def _probe_input(model: nn.Module) -> Tensor:
     spec = getattr(model, "spec", None)
     if spec is None:
@@ -388,11 +487,17 @@ def _as_tensors(module: nn.Module, output: Any) -> list[Tensor]:
     return items
 
 
-def _stage_shapes(model: nn.Module, stages: Sequence[nn.Module], example: Tensor) -> list[list[torch.Size]]:
-    """Each stage's output shapes (one per pathway) for one forward of ``example`` in eval mode."""
-    shapes: list[list[torch.Size]] = []
-    handles = [s.register_forward_hook(lambda m, _i, out: shapes.append([t.shape for t in _as_tensors(m, out)]))
-               for s in stages]
+def _tap_shapes(model: nn.Module, taps: Sequence[FeatureTap], example: Tensor) -> list[list[torch.Size]]:
+    """Each tap's feature-map shapes (one per pathway) for one forward of ``example`` in eval mode."""
+    shapes: list[list[torch.Size]] = [[] for _ in taps]
+
+    def recorder(index: int) -> Callable[..., None]:
+        def hook(module: nn.Module, _inputs: Any, output: Any) -> None:
+            shapes[index] = [t.shape for t in _as_tensors(module, output)]
+
+        return hook
+
+    handles = [tap.module.register_forward_hook(recorder(i)) for i, tap in enumerate(taps)]
     was_training = [m.training for m in model.modules()]
     model.eval()
     try:
@@ -423,25 +528,28 @@ def _unfold_frames(features: Tensor, ctx: LossContext) -> Tensor:
 
 
 class FeatureDistillation(nn.Module):
-    """Intermediate-feature distillation after each stage named by the models' ``stage_names``.
+    """Intermediate-feature distillation at each stage named by the models' ``stage_names``.
 
-    Forward hooks record the student's and the teacher's stage outputs (each pathway of a
-    SlowFast stage is its own feature map). ``kind="mse"``: mean squared error between the
-    student's features (through a 1x1(x1) conv projection when the channel counts differ,
-    otherwise unchanged) and the teacher's. ``kind="margin_relu"`` (Heo et al., ICCV 2019):
-    the teacher's features pass through a margin ReLU ``max(x, m_c)`` with per-channel
-    margins from the teacher BN that normalises the stage output (:func:`margins_from_bn`);
-    the student's pass through a 1x1(x1) conv + BN connector; the loss is the partial L2
-    :func:`margin_relu_partial_l2`. Targets are resized to the student's ``(T, H, W)`` when
+    Forward hooks record the student's and the teacher's features where :func:`feature_taps`
+    says (each pathway of a SlowFast stage is its own feature map). ``kind="mse"``: at the
+    stage outputs, mean squared error between the student's features (through a 1x1(x1) conv
+    projection when the channel counts differ, otherwise unchanged) and the teacher's.
+    ``kind="margin_relu"`` (Heo et al., ICCV 2019): at the end of each stage *before* its final
+    ReLU -- the pre-ReLU residual sum of each pathway's last block, which keeps the negative
+    responses the ReLU would erase. The teacher's feature passes through the margin ReLU
+    ``max(x, m_c)`` with per-channel margins from the BN that ends that block's residual branch
+    (:func:`margins_from_bn`: ``E[x | x < 0]`` of ``N(beta, gamma^2)``, Heo et al.'s choice of
+    the BN before the ReLU); the student's through a 1x1(x1) conv + BN connector; the loss is the
+    partial L2 :func:`margin_relu_partial_l2`, which skips positions where the student is below a
+    non-positive target. Targets are resized to the student's ``(T, H, W)`` when
     input-reducing operators made them differ (folded 2D frame-model features are unfolded
-    to ``(B, C, T, h, w)`` first when the frame counts differ). The term averages over feature maps. It is
-    called as a loss term (``module(ctx)``).
+    to ``(B, C, T, h, w)`` first when the frame counts differ). The term averages over feature
+    maps. It is called as a loss term (``module(ctx)``).
 
     The connectors are trainable: the trainer's :class:`TrainStep` holds this module with the
     student, so they are optimised, averaged across DDP ranks and checkpointed with it. Student
-    features are recorded only while the student is in train mode. Stage outputs of effvid
-    ResNets are post-ReLU (non-negative), where the margin changes nothing and the term is
-    the partial L2 alone.
+    features are recorded only while the student is in train mode. Recording changes neither
+    model's outputs: pre-ReLU features are cloned before the block's in-place ReLU.
     """
 
     def __init__(self, student: nn.Module, teacher: FrozenTeacher, *, kind: Literal["mse", "margin_relu"],
@@ -451,35 +559,44 @@ class FeatureDistillation(nn.Module):
             raise ConfigError(f"feature distillation kind must be 'mse' or 'margin_relu', got {kind!r}")
         self.kind = kind
         self.teacher = teacher
-        student_stages = _stage_modules(student)
-        teacher_stages = _stage_modules(teacher.model)
-        s_shapes = _stage_shapes(student, student_stages,
-                                 student_example if student_example is not None else _probe_input(student))
-        t_shapes = _stage_shapes(teacher.model, teacher_stages,
-                                 teacher_example if teacher_example is not None else _probe_input(teacher.model))
-        if [len(s) for s in s_shapes] != [len(t) for t in t_shapes]:
-            raise ConfigError(f"student stages {[len(s) for s in s_shapes]} and teacher stages "
-                              f"{[len(t) for t in t_shapes]} (feature maps per stage) cannot be paired")
+        student_by_stage, teacher_by_stage = feature_taps(student, kind), feature_taps(teacher.model, kind)
+        student_taps = [tap for stage in student_by_stage for tap in stage]
+        teacher_taps = [tap for stage in teacher_by_stage for tap in stage]
+        s_shapes = _tap_shapes(student, student_taps,
+                               student_example if student_example is not None else _probe_input(student))
+        t_shapes = _tap_shapes(teacher.model, teacher_taps,
+                               teacher_example if teacher_example is not None else _probe_input(teacher.model))
+        s_counts, t_counts = _maps_per_stage(student_by_stage, s_shapes), _maps_per_stage(teacher_by_stage, t_shapes)
+        if s_counts != t_counts:
+            raise ConfigError(f"student stages {s_counts} and teacher stages {t_counts} (feature maps per stage) "
+                              "cannot be paired")
+        student_maps = [shape for shapes in s_shapes for shape in shapes]
+        teacher_maps = [(tap, shape) for tap, shapes in zip(teacher_taps, t_shapes) for shape in shapes]
         connectors, device = [], next(teacher.model.parameters()).device
-        for stage, s_stage, t_stage in zip(teacher_stages, s_shapes, t_shapes):
-            for s, t in zip(s_stage, t_stage):
-                same = kind == "mse" and s[1] == t[1]
-                connectors.append(nn.Identity() if same else _connector(s[1], t[1], len(s), with_bn=kind == "margin_relu"))
-                margin = margins_from_bn(_stage_bn(stage, t[1])) if kind == "margin_relu" else torch.zeros(0)
-                self.register_buffer(f"margin{len(connectors) - 1}", margin.to(device))
+        for s, (tap, t) in zip(student_maps, teacher_maps):
+            same = kind == "mse" and s[1] == t[1]
+            connectors.append(nn.Identity() if same else _connector(s[1], t[1], len(s), with_bn=kind == "margin_relu"))
+            margin = margins_from_bn(tap.margin_bn(t[1])) if kind == "margin_relu" else torch.zeros(0)
+            self.register_buffer(f"margin{len(connectors) - 1}", margin.to(device))
         self.connectors = nn.ModuleList(connectors)
-        self._student_feats: list[list[Tensor] | None] = [None] * len(student_stages)
-        self._teacher_feats: list[list[Tensor] | None] = [None] * len(teacher_stages)
-        self._handles = [s.register_forward_hook(self._recorder(self._student_feats, i, student_only=True))
-                         for i, s in enumerate(student_stages)]
-        self._handles += [s.register_forward_hook(self._recorder(self._teacher_feats, i, student_only=False))
-                          for i, s in enumerate(teacher_stages)]
+        self._student_feats: list[list[Tensor] | None] = [None] * len(student_taps)
+        self._teacher_feats: list[list[Tensor] | None] = [None] * len(teacher_taps)
+        self._handles = [tap.module.register_forward_hook(self._recorder(self._student_feats, i, tap, student_only=True))
+                         for i, tap in enumerate(student_taps)]
+        self._handles += [tap.module.register_forward_hook(self._recorder(self._teacher_feats, i, tap,
+                                                                          student_only=False))
+                          for i, tap in enumerate(teacher_taps)]
 
     @staticmethod
-    def _recorder(store: list[list[Tensor] | None], index: int, *, student_only: bool) -> Callable[..., None]:
+    def _recorder(store: list[list[Tensor] | None], index: int, tap: FeatureTap, *,
+                  student_only: bool) -> Callable[..., None]:
+        """A forward hook storing ``tap``'s feature maps in ``store[index]`` (for a student only
+        in train mode); pre-ReLU maps are cloned, since the block's ReLU then runs in place."""
+        clone = tap.block is not None
+
         def hook(module: nn.Module, _inputs: Any, output: Any) -> None:
             if not student_only or module.training:
-                store[index] = _as_tensors(module, output)
+                store[index] = [t.clone() if clone else t for t in _as_tensors(module, output)]
 
         return hook
 
@@ -511,6 +628,15 @@ class FeatureDistillation(nn.Module):
         self._handles = []
 
 
+def _maps_per_stage(by_stage: Sequence[Sequence[FeatureTap]], shapes: Sequence[Sequence[torch.Size]]) -> list[int]:
+    """How many feature maps each stage records, given every tap's shapes in stage order."""
+    counts, start = [], 0
+    for taps in by_stage:
+        counts.append(sum(len(s) for s in shapes[start:start + len(taps)]))
+        start += len(taps)
+    return counts
+
+
 def _connector(student_ch: int, teacher_ch: int, dim: int, *, with_bn: bool) -> nn.Sequential:
     """1x1(x1) conv (then BN for margin-ReLU) mapping student channels onto the teacher's."""
     layers: list[nn.Module] = [(nn.Conv3d if dim == 5 else nn.Conv2d)(student_ch, teacher_ch, 1, bias=False)]
@@ -521,12 +647,16 @@ def _connector(student_ch: int, teacher_ch: int, dim: int, *, with_bn: bool) -> 
 
 def add_distillation_terms(composer: LossComposer, cfg: DistillConfig, teacher: FrozenTeacher,
                            student: nn.Module) -> FeatureDistillation | None:
-    """Register PAS's ``"kd"`` term (weight ``alpha``) and, if ``cfg.feature`` asks, a ``"feature"`` term.
+    """Register PAS's ``"kd"`` term and, if ``cfg.feature`` asks, a ``"feature"`` term.
 
-    Returns the :class:`FeatureDistillation` module whose connector parameters the optimizer
-    must also train, or ``None``.
+    The ``"kd"`` weight is ``cfg.alpha`` resolved (:func:`resolve_alpha`) from the student's
+    ``spec.num_classes``. Returns the :class:`FeatureDistillation` module whose connector
+    parameters the optimizer must also train, or ``None``.
     """
-    composer.add("kd", kd_term(teacher, temperature=cfg.temperature, reduction=cfg.kl_reduction), weight=cfg.alpha)
+    spec = getattr(student, "spec", None)
+    alpha = resolve_alpha(cfg.alpha, num_classes=None if spec is None else spec.num_classes,
+                          reduction=cfg.kl_reduction)
+    composer.add("kd", kd_term(teacher, temperature=cfg.temperature, reduction=cfg.kl_reduction), weight=alpha)
     if cfg.feature == "none":
         return None
     features = FeatureDistillation(student, teacher, kind=cfg.feature)
@@ -549,8 +679,10 @@ class TrainStep(nn.Module):
         self.losses = composer.modules()
         self.composer = composer
 
-    def forward(self, clip: Any, targets: Tensor, epoch: float) -> tuple[Tensor, dict[str, Tensor]]:
+    def forward(self, clip: Any, targets: Tensor, epoch: float, teacher_clip: Any = None
+                ) -> tuple[Tensor, dict[str, Tensor]]:
+        """The weighted loss and its terms; ``teacher_clip`` is the teacher's own clip (``None``: the student's)."""
         output = model_output(self.model, clip)
-        ctx = LossContext(logits=output.logits, targets=targets, inputs=clip, cost=output.cost,
-                          decisions=output.decisions, epoch=epoch)
+        ctx = LossContext(logits=output.logits, targets=targets, inputs=clip, teacher_inputs=teacher_clip,
+                          cost=output.cost, decisions=output.decisions, epoch=epoch)
         return self.composer(ctx)

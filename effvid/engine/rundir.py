@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import logging
@@ -114,17 +115,36 @@ def remove_stale_temp_files(run_dir: Path) -> int:
     return removed
 
 
-def config_changes(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+def config_changes(recorded: Mapping[str, Any], current: Mapping[str, Any], *,
+                   defaults: Mapping[str, Any] | None = None) -> list[str]:
     """``key (old -> new)`` for every setting (dotted key) that differs, outside :data:`RESUME_MAY_CHANGE`.
 
-    A key missing on one side counts as ``None`` (configs recorded before a key existed).
+    A key missing from ``recorded`` (a config recorded before the key existed) counts as its
+    entry in ``defaults`` (dotted keys, e.g. :func:`field_defaults` of the current config), so a
+    new option left at its default is no change; a key missing elsewhere counts as ``None``.
     """
     old, new = flatten(recorded), flatten(current)
+    defaults = defaults or {}
     changes = []
     for key in sorted(set(old) | set(new)):
         if key in RESUME_MAY_CHANGE or any(key.startswith(k + ".") for k in RESUME_MAY_CHANGE):
             continue
-        if old.get(key) != new.get(key):
-            changes.append(f"{key} ({old.get(key)!r} -> {new.get(key)!r})")
+        before = old[key] if key in old else defaults.get(key)
+        if before != new.get(key):
+            changes.append(f"{key} ({before!r} -> {new.get(key)!r})")
     return changes
+
+
+def field_defaults(cfg: Any, prefix: str = "") -> dict[str, Any]:
+    """The declared defaults of ``cfg``'s fields and of the config dataclasses nested in it, by dotted key."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            out.update(field_defaults(value, f"{prefix}{f.name}."))
+        elif f.default is not dataclasses.MISSING:
+            out[prefix + f.name] = list(f.default) if isinstance(f.default, tuple) else f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[prefix + f.name] = f.default_factory()
+    return out
 

@@ -101,6 +101,9 @@ class DataConfig:
     class-names file (default: ``classes.txt`` beside the annotation, if any). ``cache: memory``
     keeps the decoded training videos in memory (bounded by ``cache_bytes_max``, default half
     the available memory), so epochs after the first decode nothing: for datasets that fit.
+    ``clips_per_video`` random clips of every training video make one epoch (temporal
+    jittering, PAS section 4.2 uses 3): each its own random start and augmentation, so an
+    epoch has that many times the steps.
     """
 
     train: str
@@ -117,10 +120,13 @@ class DataConfig:
     val_batch_size: int | None = None
     cache: Literal["none", "memory"] = "none"
     cache_bytes_max: int | None = None
+    clips_per_video: int = 1
 
     def __post_init__(self) -> None:
         if self.num_workers < 0:
             raise ConfigError(f"data.num_workers must be >= 0, got {self.num_workers}")
+        if isinstance(self.clips_per_video, bool) or not isinstance(self.clips_per_video, int) or self.clips_per_video < 1:
+            raise ConfigError(f"data.clips_per_video must be an integer >= 1, got {self.clips_per_video!r}")
         if self.val_views[0] < 1 or self.val_views[1] not in (1, 3):
             raise ConfigError(f"data.val_views must be [K >= 1, C in (1, 3)], got {list(self.val_views)}")
 

@@ -16,8 +16,15 @@ Choices worth knowing:
   every epoch from ``(seed, epoch, rank)`` and the data from ``(seed, epoch, index)``, so a
   resumed run repeats exactly the epochs an uninterrupted one would run. ``metrics.jsonl`` is
   cut back to the resumed epoch, so each epoch appears once.
-* The teacher sees exactly the student's clip (the batch is built at the student's geometry);
-  3D CNNs with adaptive pooling accept any T/H/W, which is what PAS's reduced students need.
+* What the teacher sees is ``distill.teacher_input``: ``student`` (the default), exactly the
+  student's clip (3D CNNs with adaptive pooling accept any T/H/W); ``base``, the same moment
+  and region at the geometry in the teacher checkpoint's sidecar spec, built by the dataset
+  beside the student's clip (:mod:`effvid.data.dataset`), so a student whose input was reduced
+  is distilled from the teacher's view of the full input.
+* ``data.clips_per_video`` random clips of every video make one epoch (temporal jittering),
+  each its own item with its own ``(seed, epoch, index)``: an epoch has that many times the
+  steps, DDP shards and ``max_steps_per_epoch`` count clips, and a resumed epoch draws the
+  same clips.
 * Frozen parameters (stage globs) stay in the optimizer with ``requires_grad=False`` (no
   gradient, so no update and no weight decay); BN statistics of frozen layers still update.
 * AMP is used on CUDA only (bf16, or fp16 with a gradient scaler); on the CPU it is off.
@@ -66,7 +73,7 @@ from effvid.engine.losses import (
 from effvid.engine.optim import apply_stage_trainable, load_matching, lr_groups, stage_of_epoch
 from effvid.engine.precise_bn import update_bn_stats
 from effvid.engine.run_report import CONFUSION_PNG, write_run_report
-from effvid.engine.rundir import check_run_dir, config_changes, remove_stale_temp_files, run_lock
+from effvid.engine.rundir import check_run_dir, config_changes, field_defaults, remove_stale_temp_files, run_lock
 from effvid.engine.schedules import build_lr_scheduler, build_optimizer
 from effvid.engine.trackers import Tracker, open_tracker
 from effvid.engine.train_config import PretrainedConfig, TrainConfig
@@ -75,6 +82,7 @@ from effvid.io import write_text
 from effvid.models import is_dynamic, load_pretrained
 from effvid.models.registry import create_from_spec
 from effvid.report.plots import read_metrics
+from effvid.spec import ArchSpec
 
 logger = logging.getLogger(__name__)
 
@@ -172,6 +180,7 @@ class _Run:
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.model.to(self.device)
         self.teacher: FrozenTeacher | None = None
+        self.teacher_spec: ArchSpec | None = None
         self.composer = self._losses()
         self.step = TrainStep(self.model, self.composer).to(self.device)
         lr = cfg.optim.lr * (cfg.init_lr_scale if cfg.init_from is not None else 1.0)
@@ -184,12 +193,14 @@ class _Run:
         self.optimizer = build_optimizer(groups, dataclasses.replace(cfg.optim, lr=lr))
         self.train_set = VideoDataset(self.train_ann, spec=self.spec, train=True, backend=data.backend,
                                       on_error=data.on_error, flip=data.flip, target_fps=data.target_fps, seed=cfg.seed,
-                                      cache=data.cache, cache_bytes_max=data.cache_bytes_max)
+                                      cache=data.cache, cache_bytes_max=data.cache_bytes_max,
+                                      clips_per_video=data.clips_per_video, teacher_spec=self.teacher_spec)
         self.loader = build_loader(self.train_set, batch_size=cfg.batch_size, num_workers=data.num_workers,
                                    shuffle=True, seed=cfg.seed, drop_last=True)
         if len(self.loader) == 0:
-            raise ConfigError(f"{data.train}: {len(self.train_set)} videos make no full batch of {cfg.batch_size} "
-                              f"per process x {self.dist.world_size} processes; lower batch_size")
+            raise ConfigError(f"{data.train}: {len(self.train_set)} training clips ({len(self.train_ann.records)} "
+                              f"videos x data.clips_per_video {data.clips_per_video}) make no full batch of "
+                              f"{cfg.batch_size} per process x {self.dist.world_size} processes; lower batch_size")
         self.iters = min(len(self.loader), cfg.max_steps_per_epoch or len(self.loader))
         self.scheduler = build_lr_scheduler(self.optimizer, cfg.schedule, total_epochs=cfg.epochs,
                                             iters_per_epoch=self.iters,
@@ -213,8 +224,10 @@ class _Run:
                 known = ", ".join(["ce", *own])
                 raise ConfigError(f"unknown loss term {term.name!r} for model {self.spec.name} (known: {known})")
         if cfg.distill is not None and cfg.distill.teacher is not None:
-            self.teacher = FrozenTeacher.from_checkpoint(ckpt.resolve_checkpoint(cfg.distill.teacher),
-                                                         bn_mode=cfg.distill.teacher_bn).to(self.device)
+            stem = ckpt.resolve_checkpoint(cfg.distill.teacher)
+            self.teacher = FrozenTeacher.from_checkpoint(stem, bn_mode=cfg.distill.teacher_bn).to(self.device)
+            if cfg.distill.teacher_input == "base":
+                self.teacher_spec = ckpt.sidecar_spec(ckpt.read_sidecar(stem), stem)
             add_distillation_terms(composer, cfg.distill, self.teacher, self.model)
         return composer
 
@@ -254,7 +267,8 @@ class _Run:
     def _check_resumed_config(self, stem: Path) -> None:
         """Refuse (or, with ``resume: force``, report) settings that differ from the checkpoint's run."""
         recorded = (ckpt.read_sidecar(stem).get("extra") or {}).get("config")
-        changes = config_changes(recorded, to_dict(self.cfg)) if isinstance(recorded, dict) else []
+        changes = (config_changes(recorded, to_dict(self.cfg), defaults=field_defaults(self.cfg))
+                   if isinstance(recorded, dict) else [])
         if not changes:
             return
         if self.cfg.resume != "force":
@@ -381,9 +395,10 @@ class _Run:
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
         for step, batch in self._batches():
             clip = to_device(batch["clip"], self.device)
+            teacher_clip = to_device(batch["teacher_clip"], self.device) if "teacher_clip" in batch else None
             targets = batch["label"].to(self.device, non_blocking=True)
             with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
-                total, values = wrapped(clip, targets, epoch + step / self.iters)
+                total, values = wrapped(clip, targets, epoch + step / self.iters, teacher_clip)
             checked = all_reduce_mean(total.detach().float())
             if not bool(torch.isfinite(checked)):
                 where = f"{last_stem}" if last_stem is not None else "none yet"

@@ -6,6 +6,11 @@ load torchvision state dicts directly: ``ConvNormAct`` is ``Conv2dNormActivation
 ``Bottleneck`` have ``conv1``/``bn1``/.../``downsample.{0,1}``. Convolutions are plain
 ``nn.Conv2d``/``nn.Conv3d`` modules so later wrappers can replace them in place.
 
+Every residual block here (and :class:`~effvid.models.ptv_blocks.ResBlock`,
+:class:`~effvid.models.video_resnet.VideoBasicBlock`) is a :class:`PreActivationBlock`: its
+residual sum passes through an ``nn.Identity`` named ``preact`` just before the final ReLU, so a
+forward hook sees the pre-ReLU feature (feature distillation's margin-ReLU point).
+
 ``ClipClassifier`` is the base of the 3D clip ResNets (adaptive pool, dropout, ``fc`` head).
 ``FrameModel`` is the base of every 2D frame model: it folds ``T`` into the batch, runs the
 2D trunk per frame and averages the per-frame logits (TSN's average consensus); it lives here
@@ -149,7 +154,26 @@ def downsample(in_channels: int, out_channels: int, stride: Size3, *, dims: int 
     return nn.Sequential(conv, norm)
 
 
-class BasicBlock(TemporalShiftMixin, nn.Module):
+class PreActivationBlock:
+    """A residual block ``relu(preact(branch(x) + shortcut(x)))`` that exposes its pre-ReLU sum.
+
+    ``preact`` is an ``nn.Identity`` applied to the residual sum just before the final ReLU: a
+    forward hook on it sees the pre-ReLU tensor (Heo et al.'s distillation point) and nothing
+    else changes -- outputs, cost and, since it has no parameters or buffers, state-dict keys
+    stay as they were. The final ReLU runs in place on that very tensor, so a hook that keeps
+    it must keep a clone. :meth:`residual_norm` names the BN that ends the residual branch, the
+    statistics of the margin ReLU.
+    """
+
+    preact: nn.Identity
+
+    def residual_norm(self) -> nn.Module:
+        """The BatchNorm at the end of the residual branch (looked up on each call, so a
+        SyncBatchNorm conversion is followed)."""
+        raise NotImplementedError
+
+
+class BasicBlock(TemporalShiftMixin, PreActivationBlock, nn.Module):
     """torchvision's 2D ResNet basic block (two 3x3 convs), optionally with TSM's residual shift."""
 
     expansion = 1
@@ -166,15 +190,19 @@ class BasicBlock(TemporalShiftMixin, nn.Module):
         self.bn2 = nn.BatchNorm2d(out_channels)
         self.downsample = (downsample(in_channels, out_channels, stride)
                            if stride != 1 or in_channels != out_channels else None)
+        self.preact = nn.Identity()
+
+    def residual_norm(self) -> nn.Module:
+        return self.bn2
 
     def forward(self, x: Tensor) -> Tensor:
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(self.shift_input(x))))
         out = self.bn2(self.conv2(out))
-        return self.relu(out + identity)
+        return self.relu(self.preact(out + identity))
 
 
-class Bottleneck(TemporalShiftMixin, nn.Module):
+class Bottleneck(TemporalShiftMixin, PreActivationBlock, nn.Module):
     """torchvision's ResNet-50 bottleneck (1x1, 3x3 with the stride, 1x1 x4), 2D or inflated 3D.
 
     With ``dims=3`` the first 1x1 conv becomes ``(temporal_kernel, 1, 1)`` (I3D inflation),
@@ -208,13 +236,17 @@ class Bottleneck(TemporalShiftMixin, nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.downsample = (downsample(in_channels, out_channels, shortcut_stride, dims=dims)
                            if stride != 1 or in_channels != out_channels else None)
+        self.preact = nn.Identity()
+
+    def residual_norm(self) -> nn.Module:
+        return self.bn3
 
     def forward(self, x: Tensor) -> Tensor:
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(self.shift_input(x))))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
-        return self.relu(out + identity)
+        return self.relu(self.preact(out + identity))
 
 
 def add_resnet_stages(module: nn.Module, in_channels: int, stage_blocks: Sequence[int],

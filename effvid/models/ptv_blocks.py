@@ -15,14 +15,16 @@ import torch
 from torch import nn
 
 from effvid.models.base import ModelBase
+from effvid.models.layers import PreActivationBlock
 from effvid.models.layers import init_weights as init_torchvision_style
 
 
-class ResBlock(nn.Module):
-    """PyTorchVideo ``ResBlock``: ``relu(branch2(x) + shortcut(x))``.
+class ResBlock(PreActivationBlock, nn.Module):
+    """PyTorchVideo ``ResBlock``: ``relu(preact(branch2(x) + shortcut(x)))``.
 
     The shortcut is ``branch1_conv`` (1x1x1, spatial stride) + ``branch1_norm`` when the
-    width or the resolution changes, the identity otherwise.
+    width or the resolution changes, the identity otherwise. ``preact`` exposes the pre-ReLU
+    sum (:class:`~effvid.models.layers.PreActivationBlock`); ``branch2`` ends in ``norm_c``.
     """
 
     def __init__(self, *, dim_in: int, dim_out: int, spatial_stride: int, branch2: nn.Module) -> None:
@@ -37,10 +39,14 @@ class ResBlock(nn.Module):
             self.branch1_norm = None
         self.branch2 = branch2
         self.activation = nn.ReLU(inplace=True)
+        self.preact = nn.Identity()
+
+    def residual_norm(self) -> nn.Module:
+        return self.branch2.norm_c
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x if self.branch1_conv is None else self.branch1_norm(self.branch1_conv(x))
-        return self.activation(self.branch2(x) + shortcut)
+        return self.activation(self.preact(self.branch2(x) + shortcut))
 
 
 class ResStage(nn.Module):

@@ -11,8 +11,13 @@ slow pathway's ``T // alpha`` frames inside, with PyTorchVideo's ``PackPathway``
 (``linspace(0, T - 1, T // alpha)``). So a PAS reduction of the raw clip (fewer frames, lower
 frame rate, smaller crop) reaches both pathways, as in the PAS paper's Table 9.
 
-Width multiplier: slow widths are rounded with ``round_channels(c, width_mult, beta_inv)`` and
-the fast widths are exactly ``slow // beta_inv``, so the channel ratio survives any width.
+Width multiplier: slow widths are ``round_channels(c, width_mult)``, the nearest integer (never
+below ``beta_inv``, so every fast width is at least 1), and fast widths are ``slow // beta_inv``
+(beta = ``1 / beta_inv``, rounded down). At ``width_mult == 1`` these are the published widths
+(64 / 8 in the stem), so full-width checkpoints load.
+Nearest-integer slow widths keep PAS's ``epsilon_c`` a cost step close to the paper's: rounding
+them to multiples of ``beta_inv`` took the stem's 64 / 1.4 = 45.7 to 48 and made the step cost
+x0.537 where the paper's costs x0.516 (Table 1's SlowFast PAS-5 then came out 6% high).
 Depth multiplier: ``round_depth`` on the ``(3, 4, 6, 3)`` blocks per stage.
 
 Pooling adapts to the input (adaptive average pooling per pathway). At the standard input
@@ -190,12 +195,13 @@ def build_slowfast(
 ) -> SlowFast:
     """SlowFast ResNet with every hyperparameter an argument; defaults are SlowFast 4x16 R50.
 
-    Slow widths are ``round_channels(w, width_mult, beta_inv)`` of the R50 widths (stem 64,
-    inner 64*2^i, out 256*2^i); fast widths are the slow ones divided by ``beta_inv``.
+    Slow widths are ``round_channels(w, width_mult)`` (nearest integer, at least ``beta_inv``;
+    ``w`` itself at ``width_mult == 1``) of the R50 widths (stem 64, inner 64*2^i, out
+    256*2^i); fast widths are the slow ones floor-divided by ``beta_inv`` (module docstring).
     """
 
     def slow(channels: int) -> int:
-        return round_channels(channels, width_mult, beta_inv)
+        return max(beta_inv, round_channels(channels, width_mult))
 
     def fuse(dim_fast: int) -> FuseFastToSlow:
         return FuseFastToSlow(dim_fast=dim_fast, fusion_ratio=fusion_ratio, fusion_kernel=fusion_kernel, alpha=alpha)
@@ -285,6 +291,7 @@ def _default_spec(name: str, *, alpha: int, fusion_kernel: int) -> ArchSpec:
         num_frames=32,
         frame_stride=2,
         crop_size=224,
+        test_crop_size=256,  # trained at 224, tested (and priced) at 256: PySlowFast, PAS section 4.2
         train_resize=(256, 320),
         test_resize=256,
         dropout=0.5,

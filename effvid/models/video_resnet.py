@@ -13,7 +13,14 @@ from typing import Literal
 
 from torch import Tensor, nn
 
-from effvid.models.layers import ClipClassifier, add_resnet_stages, conv3d, downsample, init_weights
+from effvid.models.layers import (
+    ClipClassifier,
+    PreActivationBlock,
+    add_resnet_stages,
+    conv3d,
+    downsample,
+    init_weights,
+)
 from effvid.models.registry import register_model
 from effvid.spec import ArchSpec, round_channels, round_depth
 
@@ -44,8 +51,9 @@ def block_mid_channels(in_channels: int, planes: int) -> int:
     return (in_channels * planes * 27) // (in_channels * 9 + 3 * planes)
 
 
-class VideoBasicBlock(nn.Module):
-    """torchvision's video ``BasicBlock``: ``conv1 = (conv, BN, ReLU)``, ``conv2 = (conv, BN)``."""
+class VideoBasicBlock(PreActivationBlock, nn.Module):
+    """torchvision's video ``BasicBlock``: ``conv1 = (conv, BN, ReLU)``, ``conv2 = (conv, BN)``;
+    ``relu(preact(conv2(conv1(x)) + shortcut))`` (``preact``: :class:`PreActivationBlock`)."""
 
     def __init__(self, in_channels: int, planes: int, *, conv_builder: ConvBuilder, stride: int = 1) -> None:
         super().__init__()
@@ -57,10 +65,14 @@ class VideoBasicBlock(nn.Module):
         self.out_channels = planes
         self.downsample = (downsample(in_channels, planes, stride, dims=3)
                            if stride != 1 or in_channels != planes else None)
+        self.preact = nn.Identity()
+
+    def residual_norm(self) -> nn.Module:
+        return self.conv2[-1]
 
     def forward(self, x: Tensor) -> Tensor:
         identity = x if self.downsample is None else self.downsample(x)
-        return self.relu(self.conv2(self.conv1(x)) + identity)
+        return self.relu(self.preact(self.conv2(self.conv1(x)) + identity))
 
 
 def r2plus1d_stem(*, mid_channels: int = 45, out_channels: int = 64) -> nn.Sequential:

@@ -78,6 +78,11 @@ def plot_accuracy_vs_gmacs(path: str | Path, *, groups: Sequence[Series] = (), l
     """Top-1 (%) against GMACs per view as a PNG: each of ``groups`` a scatter of its marker,
     each of ``lines`` a dashed line through its points in order (drawn above the groups), one
     legend entry per named series; ``log_gmacs`` puts the cost axis on a log scale."""
+    return _accuracy_figure(path, groups, lines, title=title, xlabel="GMACs per view", log_x=log_gmacs)
+
+
+def _accuracy_figure(path: str | Path, groups: Sequence[Series], lines: Sequence[Series], *, title: str, xlabel: str,
+                     log_x: bool = False) -> Path:
     fig = _figure(6.5, 4.5)
     ax = fig.add_subplot()
     for group in groups:
@@ -86,9 +91,9 @@ def plot_accuracy_vs_gmacs(path: str | Path, *, groups: Sequence[Series] = (), l
     for line in lines:
         ax.plot([x for x, _ in line.points], [y for _, y in line.points], linestyle="--", marker=line.marker,
                 color=line.color, label=line.label, zorder=4)
-    if log_gmacs:
+    if log_x:
         ax.set_xscale("log")
-    ax.set(title=title, xlabel="GMACs per view", ylabel="top-1 (%)")
+    ax.set(title=title, xlabel=xlabel, ylabel="top-1 (%)")
     ax.grid(alpha=0.3)
     if groups or lines:
         ax.legend(fontsize=8)
@@ -117,6 +122,26 @@ def plot_search(summary: Mapping[str, Any], path: str | Path) -> Path:
         ("PAS (selected)", selected, "tab:red"), ("without PAS (CE from scratch)", control, "tab:blue")) if points]
     return plot_accuracy_vs_gmacs(path, groups=groups, lines=lines, title=f"PAS on {summary['name']}",
                                   log_gmacs=bool(selected))
+
+
+def plot_search_iterations(summary: Mapping[str, Any], path: str | Path) -> Path:
+    """PAS's Figure 3 of a report summary: top-1 (%) of every trained hypothesis at every
+    iteration (one marker per operator; iteration 0 is the base), the selected path as a red
+    dashed line and, when trained, the without-PAS control as a blue one."""
+    by_operator: dict[str, list[tuple[float, float]]] = {}
+    for iteration in summary["iterations"]:
+        for h in iteration["hypotheses"]:
+            if h["status"] == "done":
+                by_operator.setdefault(h["operator"], []).append((iteration["iteration"], 100 * h["top1"]))
+    groups = [Series(f"epsilon_{op}", points, marker=PAS_MARKERS.get(op, "o"), color="0.45")
+              for op, points in by_operator.items()]
+    selected = [(k, 100 * r["top1"]) for k, r in enumerate(summary["table"]) if r["top1"] is not None]
+    control = [(k, 100 * r["without_pas_top1"]) for k, r in enumerate(summary["table"])
+               if r["without_pas_top1"] is not None]
+    lines = [Series(label, points, color=color) for label, points, color in (
+        ("PAS (selected)", selected, "tab:red"), ("without PAS (CE from scratch)", control, "tab:blue")) if points]
+    return _accuracy_figure(path, groups, lines, title=f"PAS on {summary['name']}: top-1 per iteration",
+                            xlabel="PAS iteration (0: base)")
 
 
 def plot_confusion_matrix(matrix: torch.Tensor | np.ndarray | Sequence[Sequence[float]], class_names: Sequence[str],

@@ -48,3 +48,14 @@ def test_compare_on_clips_times_every_model_on_every_clip_and_reports_their_cost
     assert rows["dynamic"]["clips"] == 3 and rows["dynamic"]["latency_ms_mean"] > 0
     assert saving_ratio(latency=6.0, base_latency=10.0, gmacs=5.0, base_gmacs=10.0) == pytest.approx(0.8)
     assert saving_ratio(latency=6.0, base_latency=10.0, gmacs=10.0, base_gmacs=10.0) is None
+
+
+def test_interleaved_runs_rotate_the_order_every_round():
+    from effvid.cost.latency import interleaved_runs
+
+    calls: list[str] = []
+    times = interleaved_runs({name: (lambda n=name: calls.append(n)) for name in "abc"}, 3, warmup=1)
+    assert calls == list("abc") + list("abc") + list("bca") + list("cab")  # warm-up, then rounds 0-2
+    assert {name: len(t) for name, t in times.items()} == {"a": 3, "b": 3, "c": 3}
+    with pytest.raises(ValueError, match="repeats"):
+        interleaved_runs({"a": lambda: None}, 0)

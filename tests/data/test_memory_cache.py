@@ -70,6 +70,23 @@ def test_cached_training_clips_are_the_decoded_clips_and_epoch_two_opens_nothing
     assert cached.cache_bytes == sum(FRAMES) * 64 * 96 * 3  # every frame of every video
 
 
+def test_several_clips_per_video_are_cut_from_one_decode(videos, open_log):
+    teacher = SPEC.replace(num_frames=8, crop_size=64, train_resize=(64, 64))
+    kwargs = dict(spec=SPEC, train=True, seed=6, clips_per_video=3, teacher_spec=teacher)
+    plain = VideoDataset(list_annotation(videos), **kwargs)
+    cached = VideoDataset(list_annotation(videos), cache="memory", **kwargs)
+    opened(open_log)
+    for epoch in (0, 1):
+        plain.set_epoch(epoch)
+        cached.set_epoch(epoch)
+        for index in range(len(cached)):
+            got, expected = cached[index], plain[index]
+            assert torch.equal(got["clip"], expected["clip"]) and torch.equal(got["teacher_clip"], expected["teacher_clip"])
+    opens = opened(open_log)
+    assert sorted(set(opens)) == sorted(str(v) for v in videos)
+    assert len(opens) == 2 * 3 * len(videos) + len(videos)  # plain opens per item; the cache once per video
+
+
 def test_workers_read_the_cache_filled_before_they_start(videos, open_log):
     plain = VideoDataset(list_annotation(videos), spec=SPEC, train=True, seed=2)
     cached = VideoDataset(list_annotation(videos), spec=SPEC, train=True, seed=2, cache="memory")

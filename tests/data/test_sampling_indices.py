@@ -120,3 +120,34 @@ def test_empty_video_and_bad_view_count_are_refused():
         sampler.train(0, 30.0, rng())
     with pytest.raises(ConfigError, match="num_clips"):
         sampler.test(10, 30.0, 0)
+
+
+def test_a_second_dense_clip_starts_where_the_first_does():
+    student = ClipSampler("dense", clip_len=4, stride=2)
+    clip = np.array([10, 12, 14, 16])
+    same = student.train_like(student, clip, 64, 25.0, rng())
+    assert same.tolist() == clip.tolist()
+    longer = ClipSampler("dense", clip_len=8, stride=2)  # the student cut to its first T / 2 frames
+    assert longer.train_like(student, clip, 64, 25.0, rng()).tolist() == [10, 12, 14, 16, 18, 20, 22, 24]
+    denser = ClipSampler("dense", clip_len=8, stride=1)  # the student thinned to every 2nd frame
+    assert denser.train_like(student, clip, 64, 25.0, rng()).tolist() == list(range(10, 18))
+
+
+def test_a_second_dense_clip_moves_back_only_as_far_as_the_video_end_needs():
+    student = ClipSampler("dense", clip_len=4, stride=2)
+    longer = ClipSampler("dense", clip_len=8, stride=2)
+    late = np.array([56, 58, 60, 62])
+    teacher = longer.train_like(student, late, 64, 25.0, rng())
+    assert teacher.tolist() == [49, 51, 53, 55, 57, 59, 61, 63]  # the last start; still covers 56..62
+    assert longer.train_like(student, np.array([0, 2, 4, 4]), 5, 25.0, rng()).tolist() == [0, 2, 4, 4, 4, 4, 4, 4]
+    resampled = ClipSampler("dense", clip_len=4, stride=1, target_fps=10)  # step 2.5 at 25 fps
+    assert resampled.train_like(student, np.array([3, 5, 7, 9]), 64, 25.0, rng()).tolist() == [3, 6, 8, 11]
+
+
+def test_a_second_segment_clip_shares_the_frames_when_it_can():
+    eight = ClipSampler("segments", clip_len=8)
+    clip = eight.train(40, 25.0, rng(1))
+    assert eight.train_like(eight, clip, 40, 25.0, rng(2)).tolist() == clip.tolist()
+    four = ClipSampler("segments", clip_len=4)
+    other = four.train_like(eight, clip, 40, 25.0, rng(2))
+    assert other.tolist() == four.train(40, 25.0, rng(2)).tolist()  # its own draw over the whole video

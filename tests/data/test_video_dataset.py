@@ -13,7 +13,8 @@ from effvid.data.annotations import Annotation, VideoRecord
 from effvid.data.dataset import VideoDataset
 from effvid.data.loader import build_loader
 from effvid.data.sampling import ClipSampler
-from effvid.errors import EffvidError, VideoError
+from effvid.data.transforms import normalize, resize
+from effvid.errors import ConfigError, EffvidError, VideoError
 from effvid.spec import ArchSpec
 from videotools import decode_index
 
@@ -197,3 +198,87 @@ def test_mmaction2_multilabel_list_trains_with_multi_hot_targets(make_index_vide
     assert batch["label"].dtype == torch.float32
     assert batch["label"].tolist() == [[0, 1, 0, 1, 0], [1, 0, 0, 0, 0], [0, 0, 1, 1, 1]]
     assert batch["clip"].shape == (3, 3, 4, 96, 96)
+
+
+def test_clips_per_video_yields_that_many_clips_of_each_video_at_different_starts(videos):
+    data = VideoDataset(annotation(videos, [0, 1, 2, 3]), spec=SPEC, train=True, seed=7, clips_per_video=3)
+    assert len(data) == 12 and data.views_per_video == 3
+    starts: dict[int, list[int]] = {}
+    for index in range(12):
+        item = data[index]
+        assert (item["video_index"], item["view_index"]) == divmod(index, 3)
+        assert int(item["label"]) == index // 3
+        got = frame_indices(item["clip"])
+        assert got == [got[0] + 2 * k for k in range(4)]
+        starts.setdefault(item["video_index"], []).append(got[0])
+    assert all(len(set(s)) == 3 for s in starts.values())  # each clip its own random position
+    one = VideoDataset(annotation(videos, [0, 1, 2, 3]), spec=SPEC, train=True, seed=7)
+    assert [torch.equal(one[v]["clip"], data[3 * v]["clip"]) for v in range(4)] != [True] * 4  # item seeds
+
+
+def test_clips_per_video_are_the_same_for_the_same_seed_and_epoch(videos):
+    def clips(seed: int, epoch: int, history: tuple[int, ...] = ()) -> list[list[int]]:
+        data = VideoDataset(annotation(videos, [0, 1, 2, 3]), spec=SPEC, train=True, seed=seed, clips_per_video=3)
+        for earlier in history:  # epochs an uninterrupted run went through first
+            data.set_epoch(earlier)
+            [data[i] for i in range(len(data))]
+        data.set_epoch(epoch)
+        return [frame_indices(data[i]["clip"]) for i in range(len(data))]
+
+    resumed = clips(5, 2)
+    assert resumed == clips(5, 2, history=(0, 1))  # a resumed run draws the clips of the epoch it resumes
+    assert resumed != clips(5, 1) and resumed != clips(6, 2)
+
+
+def test_clips_per_video_through_the_loader_and_distributed_shards(videos):
+    data = VideoDataset(annotation(videos, [0, 1, 2, 3]), spec=SPEC, train=True, seed=3, clips_per_video=3)
+    loader = build_loader(data, batch_size=4, num_workers=0, shuffle=True, seed=1, drop_last=True)
+    loader.set_epoch(0)
+    assert len(loader) == 3
+    seen = sorted((int(v), int(w)) for b in loader for v, w in zip(b["video_index"], b["view_index"]))
+    assert seen == [(v, k) for v in range(4) for k in range(3)]
+    shards = []
+    for rank in (0, 1):
+        sampler = DistributedSampler(data, num_replicas=2, rank=rank, shuffle=True, seed=5)
+        sampler.set_epoch(1)
+        shards.append({(int(v), int(w)) for b in DataLoader(data, batch_size=2, sampler=sampler)
+                       for v, w in zip(b["video_index"], b["view_index"])})
+    assert len(shards[0]) == len(shards[1]) == 6 and not shards[0] & shards[1]
+
+
+@pytest.mark.parametrize("value", [0, -1, 1.5, True])
+def test_clips_per_video_must_be_a_positive_integer(videos, value):
+    with pytest.raises(ConfigError, match=rf"^data.clips_per_video must be an integer >= 1, got {value!r}$"):
+        VideoDataset(annotation(videos, [0, 1, 2, 3]), spec=SPEC, train=True, clips_per_video=value)
+
+
+def test_teacher_clips_have_the_teacher_geometry_over_the_students_window(videos):
+    student = SPEC.replace(crop_size=48, train_resize=(48, 48))  # the whole 96 x 96 frame at half size
+    teacher = SPEC.replace(num_frames=8, frame_stride=1, mean=(0.5, 0.5, 0.5))  # T x 2 over the same span
+    plain = VideoDataset(annotation(videos, [0, 1, 2, 3]), spec=student, train=True, seed=2, clips_per_video=2)
+    paired = VideoDataset(annotation(videos, [0, 1, 2, 3]), spec=student, train=True, seed=2, clips_per_video=2,
+                          teacher_spec=teacher)
+    for index in range(len(paired)):
+        item = paired[index]
+        assert item["clip"].shape == (3, 4, 48, 48) and item["teacher_clip"].shape == (3, 8, 96, 96)
+        assert torch.equal(item["clip"], plain[index]["clip"])  # the student's clip is the one it had alone
+        frames = frame_indices(item["teacher_clip"] + 0.5)  # whole frames at full size: they decode
+        assert frames == list(range(frames[0], frames[0] + 8)) and frames[-1] < NUM_FRAMES
+        # every 2nd teacher frame, resized as the student's transform resizes, is the student's clip
+        pixels = torch.from_numpy(np.rint((item["teacher_clip"][:, ::2] + 0.5).numpy() * 255).astype(np.uint8))
+        halved = normalize(resize(pixels.permute(1, 0, 2, 3), 48, 48), student.mean, student.std)
+        assert torch.equal(halved, item["clip"])
+    batch = next(iter(build_loader(paired, batch_size=4, num_workers=0, shuffle=False, seed=0, drop_last=True)))
+    assert batch["clip"].shape == (4, 3, 4, 48, 48) and batch["teacher_clip"].shape == (4, 3, 8, 96, 96)
+    assert "teacher_clip" not in plain[0]
+
+
+def test_teacher_clip_of_a_shorter_student_starts_with_the_students_frames(videos):
+    teacher = SPEC.replace(num_frames=8)  # the student keeps the first T / 2 frames at the same stride
+    data = VideoDataset(annotation(videos, [0, 1, 2, 3]), spec=SPEC, train=True, seed=4, teacher_spec=teacher)
+    for index in range(4):
+        item = data[index]
+        student, frames = frame_indices(item["clip"]), frame_indices(item["teacher_clip"])
+        assert len(frames) == 8 and frames == [frames[0] + 2 * k for k in range(8)]
+        # same start, moved back only when 8 frames at stride 2 would run past the end
+        assert frames[0] == min(student[0], NUM_FRAMES - 15) and set(student) <= set(frames)

@@ -65,7 +65,7 @@ def test_nested_dataclasses_load_with_types_converted(cfg_file: Path) -> None:
     assert cfg.model == ArchSpec(name="r2plus1d_18", num_classes=10, crop_size=64, train_resize=(72, 90))
     assert cfg.optim.lr == 1.0 and isinstance(cfg.optim.lr, float) and cfg.optim.nesterov
     assert cfg.schedule.milestones == [10.0, 20.0]
-    assert cfg.distill.feature == "margin_relu" and cfg.distill.temperature == 5.0 and cfg.distill.alpha == 500.0
+    assert cfg.distill.feature == "margin_relu" and cfg.distill.temperature == 5.0 and cfg.distill.alpha == "auto"
     assert cfg.loss_terms[0].weight_at(5) == pytest.approx(1.0)
     assert [s.name for s in cfg.stages] == ["warmup", "joint"] and cfg.stages[0].losses == ["ce"]
     assert cfg.views == (4, 3) and cfg.tags == {"a": 1.0, "b": 2.5} and cfg.out == Path("runs/x")

@@ -117,7 +117,7 @@ def test_composer_sums_weighted_terms_and_logs_each_value() -> None:
     teacher = FrozenTeacher(nn.Identity())  # the "inputs" below are already the teacher's logits
     composer = LossComposer()
     composer.add("ce", classification_term())
-    add_distillation_terms(composer, DistillConfig(), teacher, nn.Identity())
+    add_distillation_terms(composer, DistillConfig(alpha=500), teacher, nn.Identity())
     composer.add_config(LossTermConfig(name="eff", weight=0.0, schedule="linear", final_weight=1.0, ramp_epochs=2),
                         lambda ctx: ctx.cost.mean())
     ctx = LossContext(logits=s, targets=y, inputs=torch.tensor(TEACHER), cost=torch.tensor([2.0, 4.0]),

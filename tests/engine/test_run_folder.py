@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from effvid.config import from_dict, to_dict
 from effvid.engine import checkpoint as ckpt
-from effvid.engine.rundir import run_lock
+from effvid.engine.rundir import config_changes, field_defaults, run_lock
+from effvid.engine.train_config import TrainConfig
 from effvid.engine.train_config import load_train_config
 from effvid.engine.trainer import train
 from effvid.errors import ConfigError, EffvidError
@@ -125,3 +127,13 @@ def test_skip_counts_distinct_files_and_covers_validation(synth_micro, subset_an
     assert result.skipped_files == 2 and record["skipped"]["files"] == 2
     assert record["skipped"]["attempts"] >= 2 and result.skipped_attempts == record["skipped"]["attempts"]
     assert record["val"]["skipped_videos"] == 1 and record["val"]["num_videos"] == 2
+
+
+def test_a_key_added_after_the_run_counts_as_its_default_on_resume():
+    base = {"run_dir": "r", "epochs": 1, "batch_size": 2, "model": {"name": "r2plus1d_18"}}
+    cfg = from_dict(TrainConfig, {**base, "data": {"train": "t.txt"}}, source="test")
+    recorded = to_dict(cfg)
+    del recorded["data"]["clips_per_video"]  # a run recorded before the option existed
+    assert config_changes(recorded, to_dict(cfg), defaults=field_defaults(cfg)) == []
+    changed = to_dict(from_dict(TrainConfig, {**base, "data": {"train": "t.txt", "clips_per_video": 3}}, source="test"))
+    assert config_changes(recorded, changed, defaults=field_defaults(cfg)) == ["data.clips_per_video (1 -> 3)"]

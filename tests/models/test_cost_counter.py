@@ -65,7 +65,7 @@ def test_a_model_without_spec_needs_a_shape():
 REFERENCE = [
     ("r2plus1d_18", {}, False, 40.519, 31_505_325),
     ("r3d_18", {}, False, 40.697, 33_371_472),
-    ("slowfast_4x16_r50", {"num_frames": 32, "crop_size": 224}, False, 27.64, 34_480_000),
+    ("slowfast_4x16_r50", {"num_frames": 32, "crop_size": 224, "test_crop_size": None}, False, 27.64, 34_480_000),
     ("slowfast_4x16_r50", {"num_frames": 32, "crop_size": 256}, False, 36.10, 34_480_000),
     ("slowfast_4x16_r50", {"num_frames": 32, "crop_size": 256}, True, 36.69, None),
     ("slowfast_8x8_r50", {"num_frames": 32, "crop_size": 256}, False, 65.71, 34_570_000),
@@ -148,6 +148,14 @@ def test_flops_command_prices_a_reduction_sequence(capsys):
         assert 0.45 < after / before < 0.56  # every PAS step roughly halves the cost
     pruned = run_command(["flops", "r2plus1d_18", "--reduce", "l,l"], capsys)["reduce"][1]
     assert pruned["pruned"] and "no layer left" in pruned["reason"]
+
+
+def test_flops_command_prices_the_test_crop_and_size_sets_both_crops(capsys):
+    out = run_command(["flops", "slowfast_4x16_r50"], capsys)
+    assert out["input_shape"] == [1, 3, 32, 256, 256] and out["spec"]["crop_size"] == 224
+    assert out["gmacs"] == pytest.approx(36.10, rel=5e-3)
+    small = run_command(["flops", "slowfast_4x16_r50", "--size", "224"], capsys)
+    assert small["input_shape"] == [1, 3, 32, 224, 224] and small["gmacs"] == pytest.approx(27.64, rel=5e-3)
 
 
 @needs_r2plus1d

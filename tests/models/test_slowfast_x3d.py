@@ -160,20 +160,42 @@ def test_reduced_raw_clip_reaches_both_pathways():
     assert gmacs("slowfast_4x16_r50", 16, 224) == pytest.approx(gmacs("slowfast_4x16_r50", 32, 224) / 2, rel=0.01)
 
 
-@pytest.mark.parametrize("width", [0.5, 1 / 1.4])
-def test_slowfast_width_keeps_the_channel_ratio(width):
-    model = meta_model("slowfast_4x16_r50", width_mult=width)
-    stem_slow, stem_fast = (p.conv.out_channels for p in model.blocks[0].multipathway_blocks)
-    assert stem_slow == round_channels(64, width, 8) and stem_fast * 8 == stem_slow
+def slowfast_widths(model: nn.Module) -> list[tuple[int, int]]:
+    """``(slow, fast)`` output widths of the stem and of every conv of every residual block."""
+    widths = [tuple(p.conv.out_channels for p in model.blocks[0].multipathway_blocks)]
     for stage in model.blocks[1:5]:
         slow, fast = stage.multipathway_blocks
         for a, b in zip(slow.res_blocks, fast.res_blocks):
-            for conv in ("conv_a", "conv_b", "conv_c"):
-                assert getattr(a.branch2, conv).out_channels == 8 * getattr(b.branch2, conv).out_channels
+            widths += [(getattr(a.branch2, conv).out_channels, getattr(b.branch2, conv).out_channels)
+                       for conv in ("conv_a", "conv_b", "conv_c")]
+    return widths
+
+
+@pytest.mark.parametrize("width", [0.5, 1 / 1.4])
+def test_slowfast_slow_widths_round_to_the_nearest_integer_and_fast_ones_are_an_eighth(width):
+    model = meta_model("slowfast_4x16_r50", width_mult=width)
+    full = slowfast_widths(meta_model("slowfast_4x16_r50"))
+    assert slowfast_widths(model) == [(round_channels(s, width), round_channels(s, width) // 8) for s, _ in full]
+    for stage in model.blocks[1:5]:
+        fast = stage.multipathway_blocks[1]
         fusion = stage.multipathway_fusion
         if isinstance(fusion, nn.Module) and hasattr(fusion, "conv_fast_to_slow"):
             assert fusion.conv_fast_to_slow.out_channels == 2 * fast.res_blocks[-1].branch2.conv_c.out_channels
     assert gmacs("slowfast_4x16_r50", 32, 224, width_mult=width) < gmacs("slowfast_4x16_r50", 32, 224) * width**2 * 1.3
+
+
+def test_slowfast_pas_width_step_keeps_the_stem_at_46_not_48():
+    """epsilon_c's 64 / 1.4 = 45.7 rounds to 46 (fast 5), not to a multiple of 8 (48), so the step
+    costs about the paper's x0.516 (PAS Table 1), not x0.537."""
+    assert slowfast_widths(meta_model("slowfast_4x16_r50", width_mult=1 / 1.4))[0] == (46, 5)
+    ratio = gmacs("slowfast_4x16_r50", 32, 256, width_mult=1 / 1.4) / gmacs("slowfast_4x16_r50", 32, 256)
+    assert ratio == pytest.approx(0.516, abs=0.01)
+
+
+def test_slowfast_full_width_is_the_published_one_and_narrow_widths_keep_a_fast_channel():
+    full = slowfast_widths(meta_model("slowfast_4x16_r50"))
+    assert full[0] == (64, 8) and full[1:4] == [(64, 8), (64, 8), (256, 32)] and full[-1] == (2048, 256)
+    assert all(fast >= 1 and slow >= 8 for slow, fast in slowfast_widths(meta_model("slowfast_4x16_r50", width_mult=0.05)))
 
 
 @pytest.mark.parametrize("width", [0.5, 1 / 1.4])

@@ -114,8 +114,9 @@ class DStep(ModelBase):
         return dense, plain
 
     def dense_gmacs(self) -> float:
-        """GMACs per clip at the spec's input with every tile active and every channel computed."""
-        size = (self.spec.crop_size, self.spec.crop_size)
+        """GMACs per clip at the spec's test input (``spec.test_crop``) with every tile active and
+        every channel computed."""
+        size = (self.spec.test_crop, self.spec.test_crop)
         return self.spec.num_frames * self.frame_macs(size)[0] / 1e9
 
     def static_gmacs(self, size: tuple[int, int], num_frames: int) -> float:

@@ -1,12 +1,17 @@
 """The PAS ledger: one JSON file in the run directory recording every network the search touched.
 
-``RUN_DIR/ledger.json`` holds ``entries`` (one per network, by id) and ``selections`` (one per
-finished iteration). An entry records its ``kind`` (``base``, ``hypothesis`` or ``control``),
+``RUN_DIR/ledger.json`` holds ``meta`` (``config``: the resolved config of the last run),
+``entries`` (one per network, by id) and ``selections`` (one per finished iteration: the
+selected id, the rule, every candidate's score and cost ratio, and the ids tied with the best).
+An entry records its ``kind`` (``base``, ``hypothesis``, ``control`` or ``ablation``),
 ``iteration``, ``operator``, the reduced state (``spec``, cumulative ``factors``, the
 ``operators`` applied), ``init`` (``checkpoint``, ``from-previous`` or ``random``),
 ``init_from``, ``teacher``, ``gmacs`` (per view), ``params``, ``top1``, ``top5``,
 ``checkpoint``, ``run_dir``, ``wall_time_s``, ``status`` (:data:`STATUSES`), ``error``,
 ``reason`` (why a hypothesis was pruned) and ``attempts`` (how many times training started).
+A base given as a checkpoint also records ``weights_sha256`` (of its ``.safetensors`` file), so
+a resumed run notices a replaced base. An ablation entry (Table 4) records its ``variant``
+(:data:`ABLATION_VARIANTS`) and ``of``, the hypothesis it retrains differently.
 
 Only the driver writes it, and every write is atomic (temporary file, then rename), so a kill
 at any moment leaves the previous or the new ledger, never a torn one. Re-running reads it
@@ -27,6 +32,9 @@ LEDGER_FILE = "ledger.json"
 LEDGER_VERSION = 1
 STATUSES = ("pending", "running", "done", "failed", "pruned")
 
+ABLATION_VARIANTS: dict[str, tuple[bool, bool]] = {"nokd": (False, True), "scratch": (True, False)}
+"""Table 4's retrainings of a hypothesis: variant -> (distilled from B, fine-tuned from R_{k-1})."""
+
 
 def hypothesis_id(iteration: int, operator: str) -> str:
     """The ledger id of the hypothesis ``operator`` at ``iteration`` (1-based)."""
@@ -36,6 +44,11 @@ def hypothesis_id(iteration: int, operator: str) -> str:
 def control_id(iteration: int) -> str:
     """The ledger id of the without-PAS control of iteration ``iteration``'s selected architecture."""
     return f"control-{iteration}"
+
+
+def ablation_id(iteration: int, operator: str, variant: str) -> str:
+    """The ledger id of the Table-4 ``variant`` (:data:`ABLATION_VARIANTS`) of hypothesis ``operator`` at ``iteration``."""
+    return f"{hypothesis_id(iteration, operator)}-{variant}"
 
 
 BASE_ID = "base"
@@ -121,3 +134,27 @@ class Ledger:
     def with_status(self, statuses: Iterable[str]) -> list[dict[str, Any]]:
         wanted = set(statuses)
         return [e for e in self.entries.values() if e["status"] in wanted]
+
+
+def ablation_rows(ledger: Ledger) -> list[dict[str, Any]]:
+    """Table 4 from ``ledger``: for each ablated iteration, the full-PAS hypotheses and each
+    variant of :data:`ABLATION_VARIANTS`, one row each, with a cell per ablated operator.
+
+    A row is ``{"iteration", "variant" ("full", "nokd", "scratch"), "kd", "finetune",
+    "operators": {op: {"id", "status", "top1", "top5"}}}``; empty when nothing was ablated.
+    """
+    ablations = ledger.of_kind("ablation")
+    variants = {"full": (True, True), **ABLATION_VARIANTS}
+    rows = []
+    for iteration in sorted({e["iteration"] for e in ablations}):
+        operators = list(dict.fromkeys(e["operator"] for e in ablations if e["iteration"] == iteration))
+        for variant, (kd, finetune) in variants.items():
+            cells = {}
+            for op in operators:
+                entry_id = hypothesis_id(iteration, op) if variant == "full" else ablation_id(iteration, op, variant)
+                entry = ledger.get(entry_id) or {}
+                cells[op] = {"id": entry_id, "status": entry.get("status"), "top1": entry.get("top1"),
+                             "top5": entry.get("top5")}
+            rows.append({"iteration": iteration, "variant": variant, "kd": kd, "finetune": finetune,
+                         "operators": cells})
+    return rows

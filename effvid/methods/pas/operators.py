@@ -1,9 +1,16 @@
 """PAS reduction operators (paper section 3.1, Table 9): pure functions ``ArchSpec -> ArchSpec``.
 
-* ``s`` :func:`epsilon_s`: crop ``/ gamma_s``; the train scale-jitter range and the test resize
-  are scaled by the same ratio as the crop. The crop is rounded to the nearest multiple of
-  :data:`CROP_MULTIPLE` (8), which keeps the paper's series exact (224 -> 160 -> 112 -> 80 -> 56)
-  and every crop divisible by the stem's stride.
+* ``s`` :func:`epsilon_s`: train crop and test crop ``/ gamma_s`` (Table 9's ``224 / gamma-bar_s``;
+  SlowFast's 256 test crop goes 256 -> 183 -> 131 beside 224 -> 160 -> 114); the train
+  scale-jitter range and the test resize are scaled by the ratio of their crop. Each crop is
+  rounded to the nearest integer the network accepts: :func:`apply_operator` asks the family's
+  network itself (:func:`runs_at_crop`, a forward on the meta device), and every registered
+  family runs at any integer crop of at least its total spatial stride (strided convolutions
+  pad, heads pool adaptively), so in practice that is the nearest integer; a network that needs
+  divisible crops gets the nearest crop it runs at. Coarser rounding distorts the step: multiples
+  of 8 took a 48-pixel crop to 32 (0.44 of the pixels, not 1/1.96) and SlowFast's 256 to 184 ->
+  128. Even exact pixels do not halve the cost of a crop only a few feature-map cells wide, as
+  every strided stage rounds its map up: R(2+1)D at 48 -> 34 -> 24 -> 17 costs x0.56, x0.46, x0.68.
 * ``t`` :func:`epsilon_t`: keep the first ``T / gamma_t`` frames: same stride, shorter span.
 * ``f`` :func:`epsilon_f`: ``T / gamma_f`` frames over the same span: stride ``* gamma_f``.
 * ``c`` :func:`epsilon_c`: ``width_mult / gamma_c`` (channels rounded by the family's rule).
@@ -31,13 +38,13 @@ from typing import Any
 
 import torch
 
+from effvid.cost.static import count_cost
 from effvid.errors import ConfigError, EffvidError
 from effvid.models import create_from_spec, get_entry
 from effvid.spec import ArchSpec
 
 OPERATORS: tuple[str, ...] = ("s", "t", "f", "c", "l")
 DEFAULT_GAMMAS: Mapping[str, float] = MappingProxyType({"s": 1.4, "t": 2.0, "f": 2.0, "c": 1.4, "l": 2.0})
-CROP_MULTIPLE = 8
 
 
 class InfeasibleReduction(EffvidError):
@@ -52,22 +59,31 @@ class InfeasibleReduction(EffvidError):
         return (type(self), (self.operator, self.reason))
 
 
-def epsilon_s(spec: ArchSpec, gamma: float = DEFAULT_GAMMAS["s"]) -> ArchSpec:
-    """``spec`` with the crop divided by ``gamma`` and train/test resizes scaled along."""
+def epsilon_s(spec: ArchSpec, gamma: float = DEFAULT_GAMMAS["s"], *,
+              accepts: Callable[[int], bool] = lambda crop: True) -> ArchSpec:
+    """``spec`` with its train crop and (when set) its test crop divided by ``gamma``, each rounded
+    to the nearest integer crop that ``accepts`` (every integer by default), and the train and
+    test resizes scaled by the ratio of their crop."""
     _check_gamma("s", gamma)
-    crop = int(spec.crop_size / gamma / CROP_MULTIPLE + 0.5) * CROP_MULTIPLE
-    if crop < CROP_MULTIPLE:
-        raise InfeasibleReduction("s", f"crop {spec.crop_size}/{gamma:g} rounds to less than {CROP_MULTIPLE} pixels")
-    if crop >= spec.crop_size:
-        raise InfeasibleReduction("s", f"crop {spec.crop_size}/{gamma:g} rounds to {crop}: no reduction")
-    ratio = crop / spec.crop_size
+    crop = _reduced_crop(spec.crop_size, gamma, accepts)
     changes: dict[str, Any] = {"crop_size": crop}
     if spec.train_resize is not None:
         lo, hi = spec.train_resize
+        ratio = crop / spec.crop_size
         changes["train_resize"] = (max(crop, round(lo * ratio)), max(crop, round(hi * ratio)))
+    test_crop = crop
+    if spec.test_crop_size is not None:
+        test_crop = changes["test_crop_size"] = _reduced_crop(spec.test_crop_size, gamma, accepts)
     if spec.test_resize is not None:
-        changes["test_resize"] = max(crop, round(spec.test_resize * ratio))
+        changes["test_resize"] = max(test_crop, round(spec.test_resize * test_crop / spec.test_crop))
     return spec.replace(**changes)
+
+
+def nearest_accepted(target: float, below: int, accepts: Callable[[int], bool]) -> int | None:
+    """The integer in ``[1, below)`` nearest to ``target`` for which ``accepts`` is true (ties go to
+    the larger), or ``None`` when there is none; ``accepts`` is asked nearest first."""
+    candidates = sorted(range(1, below), key=lambda size: (abs(size - target), -size))
+    return next((size for size in candidates if accepts(size)), None)
 
 
 def epsilon_t(spec: ArchSpec, gamma: float = DEFAULT_GAMMAS["t"], *, frame_multiple: int = 1) -> ArchSpec:
@@ -151,9 +167,10 @@ def parse_operators(text: str | Iterable[str], allowed: Iterable[str] = OPERATOR
 def apply_operator(state: Reduced, operator: str, gamma: float | None = None) -> Reduced | Pruned:
     """``operator`` applied to ``state``, or :class:`Pruned` when the result cannot exist.
 
-    Beyond the arithmetic of the epsilons, a result is pruned when its crop is smaller than the
-    network's total spatial stride, it has fewer frames than the model accepts (registry
-    ``min_frames``), or a width or depth reduction leaves the parameter count unchanged
+    ``epsilon_s`` rounds each crop to the nearest one the network runs at (:func:`runs_at_crop`).
+    Beyond the arithmetic of the epsilons, a result is pruned when its train or test crop is
+    smaller than the network's total spatial stride, it has fewer frames than the model accepts
+    (registry ``min_frames``), or a width or depth reduction leaves the parameter count unchanged
     (already at the narrowest channels or at one block per stage).
     """
 
@@ -161,7 +178,11 @@ def apply_operator(state: Reduced, operator: str, gamma: float | None = None) ->
     gamma = DEFAULT_GAMMAS[operator] if gamma is None else gamma
     spec = state.spec
     entry = get_entry(spec.name)
-    kwargs = {"frame_multiple": spec.family["alpha"]} if operator in "tf" and entry.kind == "slowfast" else {}
+    kwargs: dict[str, Any] = {}
+    if operator in "tf" and entry.kind == "slowfast":
+        kwargs["frame_multiple"] = spec.family["alpha"]
+    if operator == "s":
+        kwargs["accepts"] = lambda crop: runs_at_crop(spec, crop)
     try:
         reduced = EPSILONS[operator](spec, gamma, **kwargs)
         _check_feasible(operator, spec, reduced, entry)
@@ -192,6 +213,16 @@ def _check_gamma(operator: str, gamma: float) -> None:
         raise ConfigError(f"gamma_{operator} must be a number greater than 1, got {gamma!r}")
 
 
+def _reduced_crop(crop: int, gamma: float, accepts: Callable[[int], bool]) -> int:
+    target = crop / gamma
+    if math.floor(target + 0.5) >= crop:
+        raise InfeasibleReduction("s", f"crop {crop}/{gamma:g} rounds to {crop}: no reduction")
+    reduced = nearest_accepted(target, crop, accepts)
+    if reduced is None:
+        raise InfeasibleReduction("s", f"the network runs at no crop smaller than {crop}")
+    return reduced
+
+
 def _fewer_frames(operator: str, frames: int, gamma: float, multiple: int) -> int:
     kept = math.floor(frames / gamma / multiple + 1e-9) * multiple
     if kept < max(1, multiple):
@@ -202,10 +233,21 @@ def _fewer_frames(operator: str, frames: int, gamma: float, multiple: int) -> in
     return kept
 
 
+def runs_at_crop(spec: ArchSpec, crop: int) -> bool:
+    """Whether the family network of ``spec`` runs a forward on ``crop x crop`` frames (tried on
+    the meta device: nothing is allocated). A shape error is a no; other errors propagate."""
+    try:
+        count_cost(spec.replace(method=None, crop_size=crop, test_crop_size=None))
+    except RuntimeError:
+        return False
+    return True
+
+
 def _check_feasible(operator: str, before: ArchSpec, after: ArchSpec, entry: Any) -> None:
-    if after.crop_size < entry.spatial_stride:
+    crop = min(after.crop_size, after.test_crop)
+    if crop < entry.spatial_stride:
         raise InfeasibleReduction(
-            operator, f"crop {after.crop_size} is smaller than the network's total spatial stride {entry.spatial_stride}"
+            operator, f"crop {crop} is smaller than the network's total spatial stride {entry.spatial_stride}"
         )
     if after.num_frames < entry.min_frames:
         raise InfeasibleReduction(operator, f"{after.num_frames} frames is fewer than {entry.name}'s minimum of {entry.min_frames}")

@@ -24,8 +24,8 @@ from typing import Any
 
 from effvid.cost.latency import cpu_latency_ms
 from effvid.errors import ConfigError
-from effvid.methods.pas.ledger import BASE_ID, LEDGER_FILE, Ledger, control_id
-from effvid.report.plots import plot_search
+from effvid.methods.pas.ledger import BASE_ID, LEDGER_FILE, Ledger, ablation_rows, control_id
+from effvid.report.plots import plot_search, plot_search_iterations
 from effvid.report.tables import markdown_table
 from effvid.spec import ArchSpec
 
@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 REPORT_MD = "report.md"
 REPORT_JSON = "report.json"
 REPORT_PNG = "accuracy_vs_gmacs.png"
+REPORT_ITERATIONS_PNG = "top1_per_iteration.png"
 
 
 def summarise(ledger: Ledger) -> dict[str, Any]:
@@ -46,11 +47,11 @@ def summarise(ledger: Ledger) -> dict[str, Any]:
     selections = {s["iteration"]: s for s in ledger.selections}
     table = []
     if base is not None and base["status"] == "done":
-        table.append(_row(name, base, views, None))
+        table.append(_row(name, 0, base, views, None))
     for iteration, selection in sorted(selections.items()):
         chosen = ledger.get(selection["id"])
         control = ledger.get(control_id(iteration))
-        table.append(_row(f"{name}-PAS-{iteration}", chosen, views, control))
+        table.append(_row(f"{name}-PAS-{iteration}", iteration, chosen, views, control))
     iterations = []
     for iteration in sorted({e["iteration"] for e in ledger.of_kind("hypothesis")}):
         selection = selections.get(iteration)
@@ -68,19 +69,25 @@ def summarise(ledger: Ledger) -> dict[str, Any]:
         "ledger": str(ledger.path),
         "name": name,
         "views": views,
+        "latency_threads": int(config.get("latency_threads", 1)),
         "sequence": [ledger.get(s["id"])["operator"] for s in ledger.selections],
         "table": table,
         "iterations": iterations,
         "failed": [e["id"] for e in ledger.with_status(["failed"])],
         "unfinished": [e["id"] for e in ledger.with_status(["pending", "running"])],
+        "ablation": ablation_rows(ledger),
     }
 
 
-def _row(model: str, entry: dict[str, Any], views: int, control: dict[str, Any] | None) -> dict[str, Any]:
-    return {"model": model, "id": entry["id"], "operator": entry.get("operator"), "top1": entry.get("top1"),
-            "top5": entry.get("top5"), "gmacs": entry.get("gmacs"), "views": views, "params": entry.get("params"),
-            "latency_ms": entry.get("latency_ms"), "input_shape": entry.get("input_shape"),
-            "without_pas_top1": control.get("top1") if control is not None and control["status"] == "done" else None}
+def _row(model: str, iteration: int, entry: dict[str, Any], views: int, control: dict[str, Any] | None
+         ) -> dict[str, Any]:
+    trained = control is not None and control["status"] == "done"
+    return {"model": model, "iteration": iteration, "id": entry["id"], "operator": entry.get("operator"),
+            "top1": entry.get("top1"), "top5": entry.get("top5"), "gmacs": entry.get("gmacs"), "views": views,
+            "params": entry.get("params"), "latency_ms": entry.get("latency_ms"),
+            "input_shape": entry.get("input_shape"),
+            "without_pas_top1": control.get("top1") if trained else None,
+            "without_pas_top5": control.get("top5") if trained else None}
 
 
 def measure_latencies(ledger: Ledger, *, repeats: int, threads: int, log: Callable[[str], None] = logger.info) -> None:
@@ -109,6 +116,7 @@ def write_report(run_dir: str | Path, *, log: Callable[[str], None] = logger.inf
                           threads=int(config.get("latency_threads", 1)), log=log)
     summary = summarise(ledger)
     summary["plot"] = str(plot_search(summary, run_dir / REPORT_PNG))
+    summary["plot_iterations"] = str(plot_search_iterations(summary, run_dir / REPORT_ITERATIONS_PNG))
     summary["report"] = str(run_dir / REPORT_MD)
     (run_dir / REPORT_MD).write_text(render_markdown(summary))
     (run_dir / REPORT_JSON).write_text(json.dumps(summary, indent=1))
@@ -130,12 +138,14 @@ def table_markdown(summary: dict[str, Any]) -> str:
     rows = [{"model": r["model"], "top1": _pct(r["top1"]), "top5": _pct(r["top5"]),
              "gmacs": f"{_num(r['gmacs'], 3)} x {r['views']}" if r["gmacs"] is not None else None,
              "params": f"{r['params'] / 1e6:.2f}M" if r["params"] is not None else None,
-             "latency": _num(r["latency_ms"], 1), "control": _pct(r["without_pas_top1"])}
+             "latency": _num(r["latency_ms"], 1), "control": _pct(r["without_pas_top1"]),
+             "control5": _pct(r.get("without_pas_top5"))}
             for r in summary["table"]]
-    columns = [("model", "model"), ("top1", "top-1"), ("top5", "top-5"), ("gmacs", "GMACs/view x views"),
-               ("params", "params"), ("latency", "CPU ms (batch 1)")]
+    threads = summary.get("latency_threads", 1)
+    columns = [("model", "model"), ("top1", "top-1 %"), ("top5", "top-5 %"), ("gmacs", "GMACs/view x views"),
+               ("params", "params"), ("latency", f"CPU ms (batch 1, {threads} thread{'s' if threads > 1 else ''})")]
     if has_control:
-        columns.append(("control", "without PAS top-1"))
+        columns += [("control", "without PAS top-1 %"), ("control5", "without PAS top-5 %")]
     return markdown_table(rows, columns)
 
 
@@ -146,7 +156,8 @@ def render_markdown(summary: dict[str, Any]) -> str:
     lines = [f"# PAS report: {summary['name']}", "", f"Ledger: `{summary['ledger']}`", "",
              f"Selected sequence: [{sequence}]", "", table_markdown(summary), "",
              "Accuracy in percent on the validation set; GMACs per view x views; latency is the median "
-             "CPU forward time at batch 1.", ""]
+             "CPU forward time at batch 1 of the network prepared as `effvid predict` runs it "
+             "(`prepare_for_inference`'s default), random weights.", ""]
     for it in summary["iterations"]:
         rule = {"eq3": "Eq. (3), highest top-1", "eq1": "Eq. (1), cost saved per accuracy lost"}.get(it["rule"], "-")
         lines += [f"## Iteration {it['iteration']}: selected {it['selected'] or '-'} by {rule}", ""]
@@ -157,7 +168,24 @@ def render_markdown(summary: dict[str, Any]) -> str:
         lines += [markdown_table(rows, [("sel", ""), ("op", "operator"), ("status", "status"), ("init", "init"),
                                         ("gmacs", "GMACs/view"), ("ratio", "C(h)/C(R_prev)"), ("top1", "top-1"),
                                         ("top5", "top-5"), ("note", "note")]), ""]
+    if summary.get("ablation"):
+        lines += _ablation_markdown(summary["ablation"])
     if summary["failed"] or summary["unfinished"]:
         lines += [f"Failed: {', '.join(summary['failed']) or '-'}; unfinished: {', '.join(summary['unfinished']) or '-'}", ""]
-    lines += [f"![accuracy vs GMACs]({REPORT_PNG})", ""]
+    lines += [f"![top-1 per iteration]({REPORT_ITERATIONS_PNG})", "", f"![accuracy vs GMACs]({REPORT_PNG})", ""]
     return "\n".join(lines)
+
+
+def _ablation_markdown(rows: list[dict[str, Any]]) -> list[str]:
+    """Table 4: top-1 (percent) of each ablated iteration's input operators with KD and/or fine-tuning removed."""
+    lines: list[str] = []
+    for iteration in sorted({r["iteration"] for r in rows}):
+        of_iteration = [r for r in rows if r["iteration"] == iteration]
+        operators = list(of_iteration[0]["operators"])
+        table = [{"kd": "yes" if r["kd"] else "no", "finetune": "yes" if r["finetune"] else "no",
+                  **{op: _pct(cell["top1"]) for op, cell in r["operators"].items()}} for r in of_iteration]
+        lines += [f"## Ablation at iteration {iteration} (Table 4): top-1 %", "",
+                  markdown_table(table, [("kd", "KD"), ("finetune", "fine-tuning"),
+                                         *[(op, f"epsilon_{op}") for op in operators]]), ""]
+    return lines
+

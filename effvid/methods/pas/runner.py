@@ -8,9 +8,23 @@ so a task cut off by a kill or a lost worker continues from its last complete ep
 submitted again. A failed task (an exception in training, a dead worker) comes back as an
 error string, never as an exception that would take the other tasks down.
 
-A hypothesis asking for more than one GPU trains data-parallel inside its task with Ray Train's
-``TorchTrainer`` (one worker per GPU); see :func:`scaling_config` and :func:`_train_ddp`.
-Scheduling, processes and communication are all Ray's: nothing here manages them by hand.
+Every path of a submitted config (run directory, annotations, video root, class names, teacher,
+initial and pretrained weights) is made absolute in the driver first (:func:`absolute_paths`):
+a Ray worker's working directory is not the user's (Ray Train moves its workers into a folder of
+its own, and a cluster node starts its workers wherever ``ray start`` ran).
+
+A hypothesis with several workers (:attr:`ResourcesConfig.num_workers
+<effvid.methods.pas.config.ResourcesConfig.num_workers>`) trains data-parallel inside its task
+with Ray Train's ``TorchTrainer``: one worker per GPU (NCCL) when it asks for more than one GPU,
+or ``resources.workers`` CPU workers (Gloo) when it asks for none; see :func:`scaling_config`
+and :func:`_train_ddp`. Ray Train sets up the process group, and the trainer joins it (it never
+initialises or destroys a group it did not create). Its run data lives under
+``RUN_DIR/ray_train``. Rank 0 hands its result back as a small checkpoint holding
+``result.json``, which the task reads from ``Result.checkpoint``: Ray Train V2 keeps a worker's
+reported metrics only together with a checkpoint, so ``Result.metrics`` alone would be empty.
+The task that drives a ``TorchTrainer`` reserves no CPU of its own, so the workers of
+hypotheses trained side by side can always be scheduled. Scheduling, processes and
+communication are all Ray's: nothing here manages them by hand.
 
 While a :class:`RayRunner` is active (in the main thread) it owns SIGINT and SIGTERM: either
 one cancels the submitted tasks and shuts down the local Ray instance it started (its raylet,
@@ -26,14 +40,19 @@ Ray is an optional dependency (the ``pas`` extra): without it, importing this mo
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import json
 import logging
+import os
 import signal
+import tempfile
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from effvid.engine.train_config import TrainConfig
+from effvid.engine.train_config import PretrainedConfig, TrainConfig
 from effvid.engine.trainer import train
 from effvid.errors import EffvidError
 from effvid.methods.pas.config import RayConfig, ResourcesConfig
@@ -69,10 +88,42 @@ def import_ray(module: str = "ray") -> Any:
 ray = import_ray()
 
 
+RESULT_FILE = "result.json"
+"""The file in rank 0's Ray Train checkpoint that holds its :func:`train_network` result."""
+
+
+def _absolute(path: str | None) -> str | None:
+    """``path`` made absolute against this process's working directory (``None`` stays ``None``)."""
+    return None if path is None else os.path.abspath(path)
+
+
+def _absolute_pretrained(pretrained: PretrainedConfig | list[PretrainedConfig] | None
+                         ) -> PretrainedConfig | list[PretrainedConfig] | None:
+    """``model.pretrained`` (one entry, a list or ``None``) with every ``path`` absolute."""
+    if pretrained is None:
+        return None
+    if isinstance(pretrained, list):
+        return [dataclasses.replace(p, path=_absolute(p.path)) for p in pretrained]
+    return dataclasses.replace(pretrained, path=_absolute(pretrained.path))
+
+
+def absolute_paths(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with every file and folder it names absolute, resolved against this process's working directory.
+
+    That is ``run_dir``, ``data.train``/``val``/``root``/``classes``, ``distill.teacher``,
+    ``init_from`` and each ``model.pretrained`` path; everything else is unchanged.
+    """
+    data = dataclasses.replace(cfg.data, train=_absolute(cfg.data.train), val=_absolute(cfg.data.val),
+                               root=_absolute(cfg.data.root), classes=_absolute(cfg.data.classes))
+    distill = None if cfg.distill is None else dataclasses.replace(cfg.distill, teacher=_absolute(cfg.distill.teacher))
+    model = dataclasses.replace(cfg.model, pretrained=_absolute_pretrained(cfg.model.pretrained))
+    return cfg.replace(run_dir=_absolute(cfg.run_dir), data=data, distill=distill, init_from=_absolute(cfg.init_from),
+                       model=model)
+
+
 def train_network(cfg: TrainConfig, num_threads: int) -> dict[str, Any]:
     """Train ``cfg`` in this process with ``num_threads`` torch threads; the small result a task returns."""
     import torch
-
 
     torch.set_num_threads(max(1, num_threads))
     return _result(train(cfg, progress=False))
@@ -86,41 +137,71 @@ def _result(result: Any) -> dict[str, Any]:
 
 
 def scaling_config(resources: ResourcesConfig) -> Any:
-    """Ray Train's ScalingConfig for a hypothesis that trains over ``resources.num_gpus`` GPUs."""
+    """Ray Train's ScalingConfig for one hypothesis: ``resources.num_workers`` workers sharing its CPUs.
+
+    Each worker takes one GPU when the hypothesis asks for GPUs, none otherwise (CPU workers, Gloo).
+    """
     ScalingConfig = import_ray("ray.train").ScalingConfig
-    workers = int(resources.num_gpus)
-    return ScalingConfig(num_workers=workers, use_gpu=True,
-                         resources_per_worker={"CPU": resources.num_cpus / workers, "GPU": 1})
+    workers = resources.num_workers
+    per_worker: dict[str, float] = {"CPU": resources.num_cpus / workers}
+    use_gpu = resources.num_gpus > 0
+    if use_gpu:
+        per_worker["GPU"] = 1
+    return ScalingConfig(num_workers=workers, use_gpu=use_gpu, resources_per_worker=per_worker)
 
 
 def _ddp_worker(loop_config: dict[str, Any]) -> None:
-    """One Ray Train worker: the trainer joins the process group Ray Train set up (rank 0 reports)."""
-    import os
+    """One Ray Train worker: the trainer joins the process group Ray Train set up; rank 0 reports its result.
 
+    Every rank calls ``ray.train.report`` once (it is a barrier); only rank 0 attaches a
+    checkpoint, which holds its result as :data:`RESULT_FILE`.
+    """
     ray_train = import_ray("ray.train")
     context = ray_train.get_context()
     os.environ.update(RANK=str(context.get_world_rank()), WORLD_SIZE=str(context.get_world_size()),
                       LOCAL_RANK=str(context.get_local_rank()))
     result = train_network(loop_config["cfg"], loop_config["num_threads"])
-    ray_train.report(result if context.get_world_rank() == 0 else {})
+    if context.get_world_rank() != 0:
+        ray_train.report({})
+        return
+    with tempfile.TemporaryDirectory(prefix="effvid-result-") as folder:
+        Path(folder, RESULT_FILE).write_text(json.dumps(result))
+        ray_train.report(result, checkpoint=ray_train.Checkpoint.from_directory(folder))
+
+
+def _read_result(fit_result: Any) -> dict[str, Any]:
+    """Rank 0's :func:`train_network` result from the checkpoint of a finished ``TorchTrainer.fit()``."""
+    if fit_result.checkpoint is None:
+        raise RuntimeError(f"Ray Train finished without rank 0's result checkpoint (run at {fit_result.path})")
+    with fit_result.checkpoint.as_directory() as folder:
+        return json.loads(Path(folder, RESULT_FILE).read_text())
 
 
 def _train_ddp(cfg: TrainConfig, resources: ResourcesConfig) -> dict[str, Any]:
-    """Train ``cfg`` as DDP over ``resources.num_gpus`` GPUs with Ray Train's TorchTrainer."""
-    RunConfig = import_ray("ray.train").RunConfig
+    """Train ``cfg`` data-parallel over ``resources.num_workers`` workers with Ray Train's TorchTrainer.
+
+    ``cfg.run_dir`` must be absolute (see :func:`absolute_paths`): Ray Train's storage lives in
+    ``RUN_DIR/ray_train``, and Ray Train V2 accepts a local storage path only when it is absolute.
+    """
+    ray_train = import_ray("ray.train")
     TorchTrainer = import_ray("ray.train.torch").TorchTrainer
 
-    threads = max(1, int(resources.num_cpus / resources.num_gpus))
+    threads = max(1, int(resources.num_cpus / resources.num_workers))
+    run_config = ray_train.RunConfig(name="effvid-pas", storage_path=str(Path(cfg.run_dir, "ray_train")),
+                                     checkpoint_config=ray_train.CheckpointConfig(num_to_keep=1))
     trainer = TorchTrainer(_ddp_worker, train_loop_config={"cfg": cfg, "num_threads": threads},
-                           scaling_config=scaling_config(resources),
-                           run_config=RunConfig(name="effvid-pas", storage_path=f"{cfg.run_dir}/ray_train"))
-    return dict(trainer.fit().metrics)
+                           scaling_config=scaling_config(resources), run_config=run_config)
+    return _read_result(trainer.fit())
 
 
 def task_options(resources: ResourcesConfig) -> dict[str, Any]:
-    """The ``ray.remote`` options of one training task (a DDP one reserves its GPUs through Ray Train)."""
+    """The ``ray.remote`` options of one training task.
+
+    A data-parallel one reserves nothing itself: its workers reserve the hypothesis's CPUs and
+    GPUs through Ray Train, and a CPU held by the idle driving task could leave them unschedulable.
+    """
     if resources.distributed:
-        return {"num_cpus": 1, "num_gpus": 0, "max_retries": 0}
+        return {"num_cpus": 0, "num_gpus": 0, "max_retries": 0}
     return {"num_cpus": resources.num_cpus, "num_gpus": resources.num_gpus, "max_retries": 0}
 
 
@@ -215,7 +296,8 @@ class RayRunner:
         raise SystemExit(128 + signum)
 
     def submit(self, key: str, cfg: TrainConfig) -> None:
-        """Start training ``cfg`` as a Ray task known as ``key``."""
+        """Start training ``cfg`` as a Ray task known as ``key``, its paths made absolute here first."""
+        cfg = absolute_paths(cfg)
         if self.resources.distributed:
             ref = self._remote.remote(cfg, self.resources)
         else:

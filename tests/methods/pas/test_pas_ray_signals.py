@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from effvid.config import from_dict
+from effvid.engine.train_config import TrainConfig
 from effvid.methods.pas.ledger import Ledger
 
 CONFIG = Path(__file__).resolve().parents[3] / "effvid" / "configs" / "pas" / "synth_tiny.yaml"
@@ -207,7 +209,7 @@ def test_the_runner_owns_the_signals_only_while_active(fake_ray, signum, raised)
     try:
         with pytest.raises(raised) as exc:
             with _runner() as runner:
-                runner.submit("base", None)
+                runner.submit("base", _train_config())
                 assert signal.getsignal(signal.SIGTERM) == runner._on_signal
                 os.kill(os.getpid(), signum)
                 time.sleep(1)  # the handler runs at the next bytecode; never reached
@@ -227,3 +229,9 @@ def test_a_signal_during_a_normal_exit_still_shuts_down_then_exits(fake_ray):
         with _runner():
             pass  # FakeRay.shutdown sends SIGINT: recorded, shutdown finishes, then the interrupt
     assert fake_ray.calls == ["init", "shutdown"] and signal.getsignal(signal.SIGINT) is before
+
+
+def _train_config() -> TrainConfig:
+    """A TrainConfig the runner can submit (its paths are made absolute; nothing trains it)."""
+    return from_dict(TrainConfig, {"run_dir": "r", "epochs": 1, "batch_size": 1, "model": {"name": "r2plus1d_18"},
+                                   "data": {"train": "t.txt"}}, source="test")

@@ -1,8 +1,10 @@
-"""PAS selection: hypotheses per iteration, Eq. (1) / Eq. (3), ties, a hypothesis better than the base, config checks."""
+"""PAS selection: hypotheses per iteration, Eq. (1) / Eq. (3), ties within a tolerance, a hypothesis better than
+the base, the control's recipe, config checks."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 
@@ -17,6 +19,7 @@ from effvid.methods.pas.search import cost_ratios, eq1_score, generate_hypothese
 from effvid.models import default_spec
 
 BASE = {"id": "base", "top1": 0.70, "top5": 0.90, "gmacs": 40.0}
+TIE = 0.001  # the default tie_tolerance
 
 
 def hyp(op: str, top1: float, top5: float, gmacs: float) -> dict:
@@ -56,7 +59,7 @@ def test_pruned_hypotheses_are_returned_with_their_reason():
 
 def test_eq3_picks_the_highest_top1_when_ratios_agree():
     cands = [hyp("s", 0.60, 0.85, 20.4), hyp("t", 0.66, 0.86, 20.0), hyp("c", 0.64, 0.88, 20.8)]
-    sel = select_hypothesis(cands, base=BASE, prev_gmacs=40.0, tolerance=0.10)
+    sel = select_hypothesis(cands, base=BASE, prev_gmacs=40.0, tolerance=0.10, tie_tolerance=TIE)
     assert (sel.id, sel.rule) == ("it1-t", "eq3")
     assert sel.ratios["it1-c"] == pytest.approx(0.52)
 
@@ -64,19 +67,19 @@ def test_eq3_picks_the_highest_top1_when_ratios_agree():
 def test_eq1_trades_cost_saved_against_accuracy_lost_when_ratios_differ():
     # l saves little cost (ratio 0.8) but loses almost nothing; s saves half and loses more
     cands = [hyp("s", 0.66, 0.88, 20.0), hyp("l", 0.69, 0.89, 32.0)]
-    sel = select_hypothesis(cands, base=BASE, prev_gmacs=40.0, tolerance=0.10)
+    sel = select_hypothesis(cands, base=BASE, prev_gmacs=40.0, tolerance=0.10, tie_tolerance=TIE)
     assert sel.rule == "eq1"
     assert sel.scores["it1-s"] == pytest.approx(20.0 / 0.04)
     assert sel.scores["it1-l"] == pytest.approx(8.0 / 0.01)
     assert sel.id == "it1-l"
     # the same hypotheses with equal ratios would be judged on top-1 alone: still l
-    assert select_hypothesis(cands, base=BASE, prev_gmacs=40.0, tolerance=1.0).rule == "eq3"
+    assert select_hypothesis(cands, base=BASE, prev_gmacs=40.0, tolerance=1.0, tie_tolerance=TIE).rule == "eq3"
 
 
 def test_a_hypothesis_at_least_as_accurate_as_the_base_scores_infinity_and_wins():
     assert eq1_score({"top1": 0.70, "gmacs": 30.0}, BASE) == math.inf
     cands = [hyp("s", 0.69, 0.95, 10.0), hyp("t", 0.70, 0.80, 30.0), hyp("f", 0.72, 0.80, 35.0)]
-    sel = select_hypothesis(cands, base=BASE, prev_gmacs=40.0, tolerance=0.10)
+    sel = select_hypothesis(cands, base=BASE, prev_gmacs=40.0, tolerance=0.10, tie_tolerance=TIE)
     # both t and f lose nothing (+inf); among them the higher top-1 wins; inf is stored as None
     assert (sel.id, sel.rule) == ("it1-f", "eq1")
     assert sel.scores["it1-t"] is None and sel.scores["it1-f"] is None and sel.scores["it1-s"] > 0
@@ -84,14 +87,46 @@ def test_a_hypothesis_at_least_as_accurate_as_the_base_scores_infinity_and_wins(
 
 def test_ties_go_to_top5_then_to_the_lower_cost():
     cands = [hyp("s", 0.66, 0.86, 20.0), hyp("t", 0.66, 0.88, 20.0), hyp("f", 0.66, 0.88, 19.9)]
-    assert select_hypothesis(cands, base=BASE, prev_gmacs=40.0, tolerance=0.10).id == "it1-f"
+    assert select_hypothesis(cands, base=BASE, prev_gmacs=40.0, tolerance=0.10, tie_tolerance=TIE).id == "it1-f"
     cands = cands[:2]
-    assert select_hypothesis(cands, base=BASE, prev_gmacs=40.0, tolerance=0.10).id == "it1-t"
+    assert select_hypothesis(cands, base=BASE, prev_gmacs=40.0, tolerance=0.10, tie_tolerance=TIE).id == "it1-t"
     # Eq. (1) ties the same way: equal score, then top-5
     eq1 = [hyp("s", 0.60, 0.86, 20.0), hyp("t", 0.60, 0.87, 20.0), hyp("l", 0.69, 0.80, 39.9)]
-    sel = select_hypothesis(eq1, base=BASE, prev_gmacs=40.0, tolerance=0.10)
+    sel = select_hypothesis(eq1, base=BASE, prev_gmacs=40.0, tolerance=0.10, tie_tolerance=TIE)
     assert sel.rule == "eq1" and sel.id == "it1-t"
 
+
+
+def test_top1_within_the_tie_tolerance_of_the_best_ties_then_top5_decides():
+    cands = [hyp("s", 0.660, 0.80, 20.0), hyp("t", 0.6592, 0.85, 20.0), hyp("f", 0.6584, 0.90, 20.0)]
+    sel = select_hypothesis(cands, base=BASE, prev_gmacs=40.0, tolerance=0.10, tie_tolerance=TIE)
+    # f is within 0.001 of t but not of the leader s: the band is anchored at the best top-1
+    assert (sel.id, sel.tied) == ("it1-t", ("it1-s", "it1-t"))
+    for order in ([2, 1, 0], [1, 2, 0], [0, 2, 1]):
+        assert select_hypothesis([cands[i] for i in order], base=BASE, prev_gmacs=40.0, tolerance=0.10,
+                                 tie_tolerance=TIE).id == "it1-t"
+    assert select_hypothesis(cands, base=BASE, prev_gmacs=40.0, tolerance=0.10, tie_tolerance=0.0).id == "it1-s"
+    # the tolerance is inclusive, whatever the float rounding of 0.660 - 0.001
+    edge = [hyp("s", 0.660, 0.80, 20.0), hyp("t", 0.659, 0.85, 20.0)]
+    assert select_hypothesis(edge, base=BASE, prev_gmacs=40.0, tolerance=0.10, tie_tolerance=TIE).id == "it1-t"
+    # one video of 240 (0.0042) is more than the default tolerance: a real difference, not a tie
+    one_video = [hyp("s", 100 / 240, 0.80, 20.0), hyp("t", 99 / 240, 0.95, 20.0)]
+    assert select_hypothesis(one_video, base=BASE, prev_gmacs=40.0, tolerance=0.10, tie_tolerance=TIE).id == "it1-s"
+
+
+def test_eq1_scores_tie_when_the_tolerance_on_top1_would_close_the_gap():
+    # s: 20 GMACs saved for 0.04 lost (500); l: 10 saved for 0.0205 lost (488), 513 with 0.001 more top-1
+    cands = [hyp("s", 0.66, 0.85, 20.0), hyp("l", 0.6795, 0.88, 30.0)]
+    sel = select_hypothesis(cands, base=BASE, prev_gmacs=40.0, tolerance=0.10, tie_tolerance=TIE)
+    assert sel.rule == "eq1" and sel.tied == ("it1-s", "it1-l") and sel.id == "it1-l"
+    assert select_hypothesis(cands, base=BASE, prev_gmacs=40.0, tolerance=0.10, tie_tolerance=0.0).id == "it1-s"
+    # a lossless leader (+inf) ties by top-1, with lossy hypotheses within the tolerance too
+    lossless = [hyp("t", 0.72, 0.80, 20.0), hyp("f", 0.7195, 0.90, 20.0), hyp("l", 0.69, 0.99, 30.0)]
+    sel = select_hypothesis(lossless, base=BASE, prev_gmacs=40.0, tolerance=0.10, tie_tolerance=TIE)
+    assert sel.rule == "eq1" and sel.tied == ("it1-t", "it1-f") and sel.id == "it1-f"
+    at_base = [hyp("t", 0.70, 0.80, 20.0), hyp("f", 0.6995, 0.90, 20.0), hyp("l", 0.60, 0.99, 30.0)]
+    sel = select_hypothesis(at_base, base=BASE, prev_gmacs=40.0, tolerance=0.10, tie_tolerance=TIE)
+    assert sel.scores["it1-t"] is None and sel.scores["it1-f"] is not None and sel.id == "it1-f"
 
 def test_selection_on_a_hand_made_ledger_round_trip(tmp_path):
     ledger = Ledger.in_run_dir(tmp_path)
@@ -102,7 +137,7 @@ def test_selection_on_a_hand_made_ledger_round_trip(tmp_path):
                 "reason": "no layer left"})
     again = Ledger.in_run_dir(tmp_path)
     trained = [e for e in again.iteration(1) if e["status"] == "done"]
-    sel = select_hypothesis(trained, base=again.get("base"), prev_gmacs=40.0, tolerance=0.1)
+    sel = select_hypothesis(trained, base=again.get("base"), prev_gmacs=40.0, tolerance=0.1, tie_tolerance=TIE)
     again.select(1, sel.id, sel.rule, {"scores": sel.scores})
     final = Ledger.in_run_dir(tmp_path)
     assert [e["id"] for e in final.selected()] == ["it1-t"]
@@ -119,7 +154,7 @@ def _config(**changes) -> dict:
 
 def test_config_rejects_what_pas_sets_itself_and_needs_validation_data():
     cfg = from_dict(ShrinkConfig, _config())
-    assert cfg.operators == list("stfcl") and cfg.distillation.temperature == 5 and cfg.distillation.alpha == 500
+    assert cfg.operators == list("stfcl") and cfg.distillation.temperature == 5 and cfg.distillation.alpha == "auto"
     assert cfg.distillation.teacher_bn == "train" and cfg.finetune_lr_scale == 0.1 and cfg.iterations == 5
     with pytest.raises(ConfigError, match="init_from"):
         from_dict(ShrinkConfig, _config(train={"epochs": 1, "batch_size": 2, "init_from": "x"}))
@@ -136,12 +171,34 @@ def test_hypothesis_training_config_carries_distillation_and_finetuning():
     spec = default_spec("r2plus1d_18", num_classes=16)
     train = cfg.train_config("r/h", spec=spec, teacher="base/best", init_from="prev/best")
     assert train.distill.teacher == "base/best" and train.distill.teacher_bn == "eval"
-    assert train.distill.feature == "mse" and train.distill.alpha == 500
+    assert train.distill.feature == "mse" and train.distill.alpha == "auto"
     assert train.init_from == "prev/best" and train.init_lr_scale == 0.1 and train.resume == "auto"
     assert train.model.to_spec(16) == spec
     plain = cfg.train_config("r/c", spec=spec)
     assert plain.distill is None and plain.init_from is None
 
+
+
+def test_the_control_trains_with_the_hypotheses_recipe_unless_control_train_is_given():
+    cfg = from_dict(ShrinkConfig, _config(control=True))
+    spec = default_spec("r2plus1d_18", num_classes=16)
+    control = cfg.control_config("r/c", spec)
+    assert control == cfg.train_config("r/c", spec=spec)
+    # the same TrainConfig as a hypothesis, less KD and fine-tuning: same epochs, full learning rate
+    hypothesis = cfg.train_config("r/c", spec=spec, teacher="base/best", init_from="prev/best")
+    assert hypothesis.init_lr_scale == 0.1
+    assert replace(hypothesis, distill=None, init_from=None, init_lr_scale=1.0) == control
+    assert control.epochs == 1 and control.init_lr_scale == 1.0 and control.distill is None
+    longer = from_dict(ShrinkConfig, _config(control_train={"epochs": 45, "batch_size": 2}))
+    assert longer.control_config("r/c", spec).epochs == 45
+
+
+def test_tie_tolerance_defaults_to_a_tenth_of_a_point_and_is_checked():
+    assert from_dict(ShrinkConfig, _config()).tie_tolerance == 0.001
+    assert from_dict(ShrinkConfig, _config(tie_tolerance=0)).tie_tolerance == 0.0
+    for bad in (-0.01, 1.0):
+        with pytest.raises(ConfigError, match="tie_tolerance"):
+            from_dict(ShrinkConfig, _config(tie_tolerance=bad))
 
 def test_several_gpus_per_hypothesis_train_with_ray_train_ddp():
     ddp = ResourcesConfig(num_cpus=8, num_gpus=4)
