@@ -14,8 +14,7 @@ import pytest
 from effvid.config import from_dict, to_dict
 from effvid.engine import checkpoint as ckpt
 from effvid.engine.rundir import config_changes, field_defaults, run_lock
-from effvid.engine.train_config import TrainConfig
-from effvid.engine.train_config import load_train_config
+from effvid.engine.train_config import TrainConfig, load_train_config
 from effvid.engine.trainer import train
 from effvid.errors import ConfigError, EffvidError
 
