@@ -10,13 +10,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "demo",
         help="SynthActions -> base R(2+1)D -> PAS, VA-RED2; TSM -> D-STEP; Uniform TSN -> AR-Net -> report.md",
         description="Generate SynthActions if missing, train a small base R(2+1)D on this CPU, evaluate it on the "
-        "validation split, shrink it with PAS (small: 3 iterations, tiny: 2) and make it dynamic with VA-RED2; "
+        "validation split, shrink it with PAS (2 iterations) and make it dynamic with VA-RED2; "
         "train a TSM-R18 and D-STEP from it, and a Uniform TSN baseline and AR-Net from it, and compare each "
         "pair; write report.md (tables and plots) and print the tables. Running it again reuses the data, the "
         "finished (or interrupted) training runs and the PAS ledger.",
     )
     parser.add_argument("--preset", choices=("tiny", "small"), default="small",
-                        help="small: about 15 minutes on 2 cores (default); tiny: about 1 minute")
+                        help="small: about 20 minutes on 2 cores (default); tiny: about 1 minute")
     parser.add_argument("--out", metavar="DIR", help="output folder (default runs/demo-PRESET)")
     parser.add_argument("--data", metavar="DIR", help="SynthActions folder (default data/synthactions-PRESET)")
     parser.add_argument("--methods", metavar="LIST", help="comma-separated method stages to run: pas, vared2, dstep, arnet "

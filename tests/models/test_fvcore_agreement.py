@@ -18,7 +18,7 @@ def test_fvcore_counts_the_same_conv_linear_matmul_macs(name):
     entry = get_entry(name)
     frames, crop = max(entry.min_frames, 2), entry.spatial_stride  # smallest valid input
     torch.manual_seed(0)
-    model = create(name, num_classes=10, num_frames=frames, crop_size=crop).eval()
+    model = create(name, num_classes=10, num_frames=frames, crop_size=crop, test_crop_size=crop).eval()
     analysis = fvcore_nn.FlopCountAnalysis(model, (torch.randn(1, 3, frames, crop, crop),))
     analysis.unsupported_ops_warnings(False)
     analysis.uncalled_modules_warnings(False)

@@ -55,6 +55,9 @@ def test_two_iteration_search_with_controls_on_local_ray(tiny_data, tmp_path):
     report = (run_dir / "report.md").read_text()
     assert "without PAS top-1" in report and "pruned" in report and "r2plus1d_18-PAS-2" in report
     assert (run_dir / "accuracy_vs_gmacs.png").read_bytes()[:4] == b"\x89PNG"
+    assert (run_dir / "top1_per_iteration.png").read_bytes()[:4] == b"\x89PNG"  # Figure 3
+    assert "without PAS top-5 %" in report and "1 thread" in report
+    assert all(row["without_pas_top5"] is not None for row in summary["table"][1:])
     assert json.loads((run_dir / "report.json").read_text())["sequence"] == summary["sequence"]
 
     # running it again trains nothing: every network is already in the ledger
