@@ -39,12 +39,13 @@ DEMO_SEARCH: dict[str, dict[str, Any]] = {
 }
 """The search settings per preset. ``small`` explores epsilon_s and epsilon_t and trains the
 without-PAS control, within the demo's 10 minutes for data, base and PAS on 2 CPU cores. On
-the same base the benchmark (``benchmarks/pas_synth.py``, all five operators) measured
-epsilon_f at 76.7% and 70.8% and epsilon_c (random weights, 210 steps) at 10.8% and 16.2% at
-iterations 1 and 2, never selected, so leaving them out changes no selection there; each would
-add a third of the stage's time. The teacher sees the base's own clip over the student's time
-window (``teacher_input: base``): 86.7% against 82.5% with the student's clip on the same
-hypothesis, because a student that starts as a copy of the teacher otherwise gets no KD signal.
+the same kind of base the benchmark (``benchmarks/pas_synth.py``: all five operators, 4 epochs
+each) measured epsilon_f at 82.1, 82.5 and 76.7% and epsilon_c (random weights) at 50.0, 43.8 and
+42.1% at iterations 1-3, against 84.2-94.2% for s and t: never selected, so leaving
+them out changes no selection there, and each would add half again to the stage's time. The
+teacher sees the base's own clip over the student's time window (``teacher_input: base``): 86.7%
+against 82.5% with the student's clip on the same hypothesis, because a student that starts as
+a copy of the teacher otherwise gets no KD signal.
 """
 
 
