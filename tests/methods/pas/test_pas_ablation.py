@@ -16,6 +16,7 @@ from effvid.engine.checkpoint import read_sidecar, save_checkpoint
 from effvid.errors import ConfigError
 from effvid.methods.pas.config import ShrinkConfig, load_shrink_config
 from effvid.methods.pas.ledger import Ledger, ablation_rows
+from effvid.methods.pas.report import write_report
 from effvid.methods.pas.search import run_search
 from effvid.models import create_from_spec, default_spec
 
@@ -80,6 +81,10 @@ def test_single_iteration_ablation_on_top_of_a_finished_search(tiny_data, tmp_pa
         ("full", True, True), ("nokd", False, True), ("scratch", True, False)]
     assert [r["operators"]["s"]["id"] for r in rows] == ["it2-s", "it2-s-nokd", "it2-s-scratch"]
     assert all(r["iteration"] == 2 and r["operators"]["s"]["top1"] is not None for r in rows)
+    report = write_report(more.run_dir, log=lambda _: None, measure=False)
+    assert report["ablation"] == rows
+    table4 = Path(report["report"]).read_text().split("## Ablation at iteration 2 (Table 4): top-1 %")[1]
+    assert "epsilon_s" in table4 and table4.count("| yes ") + table4.count("| no ") >= 3
 
     # resumable: the same command again trains nothing
     run_search(more, **quiet)
