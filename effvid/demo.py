@@ -132,7 +132,7 @@ def stage_pas(ctx: DemoContext) -> None:
             "cache": "memory"}
     ctx.pas = run_demo_stage(ctx.base.best_checkpoint or ctx.base.last_checkpoint, data, ctx.out_dir / "pas",
                              iterations=iterations, preset=ctx.preset)
-    ctx.plots.append(Path(ctx.pas["plot"]))
+    ctx.plots += [Path(ctx.pas["plot_iterations"]), Path(ctx.pas["plot"])]
     ctx.timings["pas_s"] = time.time() - start
 
 

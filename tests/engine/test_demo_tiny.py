@@ -39,6 +39,7 @@ def test_demo_tiny_end_to_end(tmp_path, capsys):
         it["selected"] for it in pas["iterations"]]
     assert "pas_s" in summary["timings_s"] and "r2plus1d_18-PAS-2" in report
     assert "![accuracy_vs_gmacs](pas/accuracy_vs_gmacs.png)" in report
+    assert "![top1_per_iteration](pas/top1_per_iteration.png)" in report  # Figure 3
 
     arnet = {row["model"]: row for row in summary["arnet"]["rows"]}
     assert set(arnet) == {"Uniform", "AR-Net"} and summary["methods"] == ["pas", "vared2", "dstep", "arnet"]
