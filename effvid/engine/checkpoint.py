@@ -273,6 +273,20 @@ def sidecar_spec(meta: Mapping[str, Any], path: str | Path) -> ArchSpec:
     return ArchSpec.from_dict(meta["spec"])  # read_sidecar has checked it
 
 
+def weights_sha256(checkpoint: str | Path) -> str:
+    """The SHA-256 (hex) of the ``.safetensors`` file of ``checkpoint`` (its stem or any of its
+    files), read in blocks; a missing or unreadable file is a :class:`CheckpointError`."""
+    path = checkpoint_files(checkpoint_stem(checkpoint))[0]
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    except OSError:
+        raise CheckpointError(f"{path}: weights file missing or unreadable") from None
+    return digest.hexdigest()
+
+
 def verify_weights(path: str | Path) -> dict[str, Any]:
     """The sidecar of the checkpoint at ``path``, after checking its weights file against the
     sidecar's SHA-256 without loading the tensors (a missing, truncated or altered file is a
@@ -280,15 +294,8 @@ def verify_weights(path: str | Path) -> dict[str, Any]:
     ``effvid flops``, so that a broken checkpoint is refused there too."""
     meta = read_sidecar(path)
     weights_path = checkpoint_files(checkpoint_stem(path))[0]
-    digest = hashlib.sha256()
-    try:
-        with open(weights_path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    except OSError:
-        raise CheckpointError(f"{weights_path}: weights file missing or unreadable") from None
     expected = meta.get("weights_sha256")
-    if expected is not None and digest.hexdigest() != expected:
+    if expected is not None and weights_sha256(path) != expected:
         raise CheckpointError(f"{weights_path}: corrupt checkpoint (the weights do not match the sidecar's "
                               "checksum: truncated or altered)")
     return meta

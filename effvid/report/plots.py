@@ -105,43 +105,39 @@ PAS_MARKERS = {"s": "o", "t": "s", "f": "^", "c": "D", "l": "v"}
 
 
 def plot_search(summary: Mapping[str, Any], path: str | Path) -> Path:
-    """PAS's Fig.-3-style plot of a report summary (``effvid.methods.pas.report.summarise``):
+    """PAS's accuracy-vs-cost plot of a report summary (``effvid.methods.pas.report.summarise``):
     every trained hypothesis, one marker per operator, the selected path and, when trained, the
     without-PAS control path; GMACs on a log scale once the path has a point."""
-    by_operator: dict[str, list[tuple[float, float]]] = {}
-    for iteration in summary["iterations"]:
-        for h in iteration["hypotheses"]:
-            if h["status"] == "done":
-                by_operator.setdefault(h["operator"], []).append((h["gmacs"], 100 * h["top1"]))
-    groups = [Series(f"epsilon_{op}", points, marker=PAS_MARKERS.get(op, "o"), color="0.45")
-              for op, points in by_operator.items()]
-    selected = [(r["gmacs"], 100 * r["top1"]) for r in summary["table"] if r["top1"] is not None]
-    control = [(r["gmacs"], 100 * r["without_pas_top1"]) for r in summary["table"]
-               if r["without_pas_top1"] is not None]
-    lines = [Series(label, points, color=color) for label, points, color in (
-        ("PAS (selected)", selected, "tab:red"), ("without PAS (CE from scratch)", control, "tab:blue")) if points]
+    groups, lines = _search_series(summary, lambda _, entry: entry["gmacs"])
     return plot_accuracy_vs_gmacs(path, groups=groups, lines=lines, title=f"PAS on {summary['name']}",
-                                  log_gmacs=bool(selected))
+                                  log_gmacs=any(line.label == "PAS (selected)" for line in lines))
 
 
 def plot_search_iterations(summary: Mapping[str, Any], path: str | Path) -> Path:
     """PAS's Figure 3 of a report summary: top-1 (%) of every trained hypothesis at every
     iteration (one marker per operator; iteration 0 is the base), the selected path as a red
     dashed line and, when trained, the without-PAS control as a blue one."""
+    groups, lines = _search_series(summary, lambda iteration, _: iteration)
+    return _accuracy_figure(path, groups, lines, title=f"PAS on {summary['name']}: top-1 per iteration",
+                            xlabel="PAS iteration (0: base)")
+
+
+def _search_series(summary: Mapping[str, Any], x: Any) -> tuple[list[Series], list[Series]]:
+    """The hypotheses (one group per operator) and the selected and control paths of a PAS
+    summary, each point at ``x(iteration, entry)`` and its top-1 in percent."""
     by_operator: dict[str, list[tuple[float, float]]] = {}
     for iteration in summary["iterations"]:
         for h in iteration["hypotheses"]:
             if h["status"] == "done":
-                by_operator.setdefault(h["operator"], []).append((iteration["iteration"], 100 * h["top1"]))
+                by_operator.setdefault(h["operator"], []).append((x(iteration["iteration"], h), 100 * h["top1"]))
     groups = [Series(f"epsilon_{op}", points, marker=PAS_MARKERS.get(op, "o"), color="0.45")
               for op, points in by_operator.items()]
-    selected = [(k, 100 * r["top1"]) for k, r in enumerate(summary["table"]) if r["top1"] is not None]
-    control = [(k, 100 * r["without_pas_top1"]) for k, r in enumerate(summary["table"])
+    selected = [(x(r["iteration"], r), 100 * r["top1"]) for r in summary["table"] if r["top1"] is not None]
+    control = [(x(r["iteration"], r), 100 * r["without_pas_top1"]) for r in summary["table"]
                if r["without_pas_top1"] is not None]
     lines = [Series(label, points, color=color) for label, points, color in (
         ("PAS (selected)", selected, "tab:red"), ("without PAS (CE from scratch)", control, "tab:blue")) if points]
-    return _accuracy_figure(path, groups, lines, title=f"PAS on {summary['name']}: top-1 per iteration",
-                            xlabel="PAS iteration (0: base)")
+    return groups, lines
 
 
 def plot_confusion_matrix(matrix: torch.Tensor | np.ndarray | Sequence[Sequence[float]], class_names: Sequence[str],

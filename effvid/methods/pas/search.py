@@ -39,7 +39,6 @@ latency settings, resources or Ray are accepted.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -50,10 +49,9 @@ from typing import Any
 
 from effvid.config import from_dict, to_dict
 from effvid.cost.static import count_spec
-from effvid.engine.checkpoint import read_sidecar, resolve_checkpoint
+from effvid.engine.checkpoint import read_sidecar, resolve_checkpoint, weights_sha256
 from effvid.engine.evaluate import evaluate
-from effvid.errors import CheckpointError, ConfigError, EffvidError
-from effvid.io import checkpoint_files, checkpoint_stem
+from effvid.errors import ConfigError, EffvidError
 from effvid.methods.pas.config import INPUT_OPERATORS, ShrinkConfig
 from effvid.methods.pas.ledger import ABLATION_VARIANTS, BASE_ID, Ledger, ablation_id, control_id, hypothesis_id
 from effvid.methods.pas.operators import Pruned, Reduced, apply_operator
@@ -217,19 +215,6 @@ def _check_base_weights(ledger: Ledger) -> None:
     elif digest != base["weights_sha256"]:
         raise ConfigError(f"{ledger.path}: the base checkpoint {base['checkpoint']} has other weights than when this "
                           "run evaluated it (SHA-256 differs); use a new run_dir or restore the checkpoint")
-
-
-def weights_sha256(checkpoint: str | Path) -> str:
-    """The SHA-256 (hex) of the ``.safetensors`` file of ``checkpoint``; a missing one is a :class:`CheckpointError`."""
-    path = checkpoint_files(checkpoint_stem(checkpoint))[0]
-    digest = hashlib.sha256()
-    try:
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    except OSError:
-        raise CheckpointError(f"{path}: weights file missing or unreadable") from None
-    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,11 +13,11 @@ import yaml
 
 from effvid.cli import main
 from effvid.config import deep_merge, from_dict, to_dict
-from effvid.engine.checkpoint import save_checkpoint
+from effvid.engine.checkpoint import save_checkpoint, weights_sha256
 from effvid.errors import ConfigError
 from effvid.methods.pas.config import ShrinkConfig
 from effvid.methods.pas.ledger import Ledger, control_id
-from effvid.methods.pas.search import check_resume, weights_sha256
+from effvid.methods.pas.search import check_resume
 from effvid.models import create_from_spec, default_spec
 
 
