@@ -62,6 +62,17 @@ def repeat_frames(out: Tensor, frames: Tensor, weight: Tensor, stride: int, *, a
         write(target, frames[:, :, : target.shape[2]], weight, accumulate=accumulate)
 
 
+def place_repeated(target: Tensor, frames: Tensor, stride: int) -> None:
+    """Copy ``frames (B, C, t, H, W)`` into ``target (B, C, T, H, W)`` with each frame repeated
+    ``stride`` times along time (:func:`repeat_frames` without a weight): one broadcast copy
+    over the whole groups of ``stride`` frames, one for a last, shorter group."""
+    whole = min(target.shape[2] // stride, frames.shape[2])
+    if whole:
+        target[:, :, : whole * stride].unflatten(2, (whole, stride)).copy_(frames[:, :, :whole].unsqueeze(3))
+    if whole * stride < target.shape[2]:
+        target[:, :, whole * stride :].copy_(frames[:, :, whole : whole + 1])
+
+
 def write(target: Tensor, value: Tensor, weight: Tensor, *, accumulate: bool) -> None:
     """``target = value * weight`` (or ``+=`` with ``accumulate``), in place and without a
     temporary where autograd allows it."""

@@ -22,7 +22,10 @@ convolution with the first ``k_s`` filters at temporal stride ``R_s`` (A.1):
   the rest into one preallocated output, and computes nothing when every weight of an axis is
   zero (the output is then exactly zero). A batch of one runs the chosen convolution
   directly; a larger batch groups the clips by their pattern of non-zero weights
-  (:func:`~effvid.methods.common.grouping.group_rows`) and runs each group once.
+  (:func:`~effvid.methods.common.grouping.group_rows`) and runs each group once. A pattern
+  with one non-zero weight per axis (what a trained gate mostly picks) needs no mix: the
+  convolution's output is scaled in place and the rebuilt channels and frames are copied
+  straight into the output.
 
 Training and inference evaluate the same formula, so for equal gate weights their outputs
 are equal. Cost per clip, from the decisions: :meth:`DynamicConv3d.cost_tables`.
@@ -38,7 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from effvid.methods.common.grouping import group_rows, scatter_rows
-from effvid.methods.vared2.cheap import ChannelRebuild, repeat_frames, write
+from effvid.methods.vared2.cheap import ChannelRebuild, place_repeated, repeat_frames, write
 from effvid.methods.vared2.gate import GateOutput, SoftModulationGate
 
 Triple = tuple[int, int, int]
@@ -50,7 +53,7 @@ class DynamicConv3d(nn.Module):
     def __init__(self, *, in_channels: int, out_channels: int, kernel_size: Triple, stride: Triple = (1, 1, 1),
                  padding: Triple = (0, 0, 0), dilation: Triple = (1, 1, 1), bias: bool = False, in_frames: int,
                  temporal_choices: int = 2, channel_choices: int = 2, hidden: int = 32, cheap_kernel: int = 3,
-                 full_bias: float = 1.0) -> None:
+                 full_bias: float = 1.0, reduced_bias: float = 0.0, revive: bool = False) -> None:
         super().__init__()
         if out_channels < 2 ** (channel_choices - 1):
             raise ValueError(f"{out_channels} output channels are too few for {channel_choices} channel choices")
@@ -61,7 +64,7 @@ class DynamicConv3d(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
         self.gate = SoftModulationGate(in_channels=in_channels, in_frames=in_frames, hidden=hidden,
                                        temporal_choices=temporal_choices, channel_choices=channel_choices,
-                                       full_bias=full_bias)
+                                       full_bias=full_bias, reduced_bias=reduced_bias, revive=revive)
         self.keep = tuple(max(1, round(out_channels / 2**i)) for i in range(channel_choices))
         self.strides = tuple(2**j for j in range(temporal_choices))
         self.cheap = nn.ModuleList(ChannelRebuild(k, out_channels - k, cheap_kernel) for k in self.keep[1:])
@@ -139,7 +142,11 @@ class DynamicConv3d(nn.Module):
     def _conv(self, x: Tensor, channel: int, time: int) -> Tensor:
         """The convolution of channel choice ``channel`` at temporal choice ``time``."""
         weight, bias = (self.weight, self.bias) if self.training and channel == 0 else self._weights(channel)
-        step = self.stride[0] * self.strides[time]
+        return self._strided_conv(x, weight, bias, self.stride[0] * self.strides[time])
+
+    def _strided_conv(self, x: Tensor, weight: Tensor, bias: Tensor | None, step: int) -> Tensor:
+        """The convolution with ``weight`` at temporal stride ``step`` (the input frames strided
+        instead when the kernel is one frame long)."""
         if self.slice_frames:
             x = x[:, :, ::step] if step > 1 else x
             stride = (1, self.stride[1], self.stride[2])
@@ -176,7 +183,27 @@ class DynamicConv3d(nn.Module):
             return x.new_zeros((x.shape[0], self.out_channels, *out_size))
         channels = [i for i, on in enumerate(active_c) if on]
         times = [j for j, on in enumerate(active_t) if on]
+        if len(channels) == 1 and len(times) == 1:
+            return self._run_single(x, v_c[:, channels[0]] * v_t[:, times[0]], channels[0], times[0], out_size[0])
         return self._mix(self._conv(x, channels[0], times[0]), v_c, v_t, channels, times, out_size[0])
+
+    def _run_single(self, x: Tensor, scale: Tensor, channel: int, time: int, out_frames: int) -> Tensor:
+        """Clips with one active choice per axis: ``scale (B,)`` (their ``V_c V_t``) times that
+        choice. The convolution's output is scaled in place (the same arithmetic for one clip
+        as for a group, so grouping does not change a result), and the rebuilt channels and
+        frames are written straight into the output (the channel rebuild has no bias, so it
+        carries the scale along)."""
+        weight, bias = self._weights(channel)
+        y = self._strided_conv(x, weight, bias, self.stride[0] * self.strides[time])
+        y.mul_(scale.view(-1, 1, 1, 1, 1))
+        if channel == 0 and time == 0:
+            return y
+        batch, k, _, height, width = y.shape
+        out = _empty(y, (batch, self.out_channels, out_frames, height, width))
+        place_repeated(out[:, :k], y, self.strides[time])
+        if k < self.out_channels:
+            place_repeated(out[:, k:], self.cheap[channel - 1](y), self.strides[time])
+        return out
 
     def _mix(self, y: Tensor, v_c: Tensor, v_t: Tensor, channels: list[int], times: list[int],
              out_frames: int) -> Tensor:

@@ -13,7 +13,7 @@ indexing and elementwise arithmetic, so computing the cost executes no MACs itse
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fnmatch import fnmatch
 
 import torch
@@ -77,11 +77,18 @@ def probe_network(spec: ArchSpec, patterns: Sequence[str], input_shape: Sequence
 @dataclass(frozen=True)
 class LayerCost:
     """One wrapped convolution's MACs per clip: ``gate``, ``conv[i][j]`` and ``cheap[i][j]``
-    (see :meth:`DynamicConv3d.cost_tables`)."""
+    (see :meth:`DynamicConv3d.cost_tables`), with both tables also as float64 tensors (built
+    once: a forward only indexes them)."""
 
     gate: int
     conv: list[list[int]]
     cheap: list[list[int]]
+    conv_table: Tensor = field(init=False, repr=False, compare=False)
+    cheap_table: Tensor = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "conv_table", torch.tensor(self.conv, dtype=torch.float64))
+        object.__setattr__(self, "cheap_table", torch.tensor(self.cheap, dtype=torch.float64).T.contiguous())
 
     @property
     def dense(self) -> int:
@@ -124,8 +131,8 @@ class ModelCost:
             active_c, active_t = gate.v_c > 0, gate.v_t > 0
             runs = active_c.any(1) & active_t.any(1)
             first_c, first_t = active_c.int().argmax(1), active_t.int().argmax(1)
-            conv = torch.tensor(layer.conv, dtype=torch.float64, device=device)[first_c, first_t]
-            cheap = torch.tensor(layer.cheap, dtype=torch.float64, device=device)[:, first_t].T
+            conv = layer.conv_table.to(device)[first_c, first_t]
+            cheap = layer.cheap_table.to(device)[first_t]
             spent = conv + (cheap * active_c).sum(1)
             per_layer.append(layer.gate + torch.where(runs, spent, torch.zeros_like(spent)))
         layers = torch.stack(per_layer, 1)

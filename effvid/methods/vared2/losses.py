@@ -29,15 +29,19 @@ from effvid.methods.vared2.gate import GateOutput
 
 def layer_ratios(gates: Sequence[GateOutput]) -> tuple[Tensor, Tensor, Tensor]:
     """``(channel_ratio, temporal_ratio, ratio)``, each ``(B, L)``: ``r^s``, ``1 / R^s`` and their
-    product ``r^s / R^s`` with the straight-through gradient of the module docstring."""
+    product ``r^s / R^s`` with the straight-through gradient of the module docstring (the
+    expected ratio is not built where gradients are off: inference reads the value only)."""
     channel, temporal, ratio = [], [], []
     for gate in gates:
         r = _largest(gate.v_c)
         inv_stride = _largest(gate.v_t)
-        soft = _expected(gate.a_c, gate.v_c) * _expected(gate.a_t, gate.v_t)
         channel.append(r)
         temporal.append(inv_stride)
-        ratio.append(straight_through((r * inv_stride).detach(), soft))
+        if torch.is_grad_enabled():
+            soft = _expected(gate.a_c, gate.v_c) * _expected(gate.a_t, gate.v_t)
+            ratio.append(straight_through((r * inv_stride).detach(), soft))
+        else:
+            ratio.append(r * inv_stride)
     return torch.stack(channel, 1), torch.stack(temporal, 1), torch.stack(ratio, 1)
 
 

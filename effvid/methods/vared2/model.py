@@ -41,7 +41,8 @@ class VARed2(ModelBase):
         network = create_from_spec(spec.replace(method=None))
         probe = probe_network(spec, settings.wrap, spec_input_shape(spec))
         options = {"temporal_choices": settings.temporal_choices, "channel_choices": settings.channel_choices,
-                   "hidden": settings.hidden, "cheap_kernel": settings.cheap_kernel, "full_bias": settings.full_bias}
+                   "hidden": settings.hidden, "cheap_kernel": settings.cheap_kernel, "full_bias": settings.full_bias,
+                   "reduced_bias": settings.reduced_bias, "revive": settings.revive}
         replace_modules(network, lambda name, _: name in probe.convs,
                         lambda name, conv: DynamicConv3d.from_conv(conv, in_frames=probe.convs[name].in_shape[1],
                                                                    **options))

@@ -14,9 +14,11 @@ Keys (all optional):
 * ``hidden`` (D_h): the gate's hidden width;
 * ``cheap_kernel``: the spatial kernel of the channel path's depthwise rebuild (3 as in
   GhostNet, or 1);
-* ``full_bias``: the initial output bias of the gate for the "compute everything" choice of
-  each axis (the other choices start at 0), so a model initialised from a trained base starts
-  close to it.
+* ``full_bias`` and ``reduced_bias``: the initial output bias of the gate for the "compute
+  everything" choice of each axis and for the cheaper choices
+  (:mod:`~effvid.methods.vared2.gate`);
+* ``revive``: pass the gradient through the gate's clamp at 0 (straight-through; default
+  ``false``, the plain clamp, whose choices below 0 get no gradient).
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ class VARed2Settings:
     hidden: int = 32
     cheap_kernel: int = 3
     full_bias: float = 1.0
+    reduced_bias: float = 0.0
+    revive: bool = False
 
     def __post_init__(self) -> None:
         if not self.wrap or not all(isinstance(p, str) and p for p in self.wrap):
@@ -59,6 +63,8 @@ class VARed2Settings:
             raise ConfigError("vared2 settings: temporal_choices and channel_choices are both 1; nothing is dynamic")
         if not isinstance(self.hidden, int) or self.hidden < 1:
             raise ConfigError(f"vared2 settings: hidden must be a positive integer, got {self.hidden!r}")
+        if not isinstance(self.revive, bool):
+            raise ConfigError(f"vared2 settings: revive must be true or false, got {self.revive!r}")
         if self.cheap_kernel not in (1, 3):
             raise ConfigError(f"vared2 settings: cheap_kernel must be 1 or 3, got {self.cheap_kernel!r}")
 

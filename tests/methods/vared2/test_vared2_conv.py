@@ -95,6 +95,25 @@ def test_a_half_temporal_choice_strides_the_input_frames():
     assert torch.equal(got[:, :, 0::2], got[:, :, 1::2])  # each missing frame copies the one before
 
 
+@pytest.mark.parametrize("frames", [7, 8])
+def test_one_choice_per_axis_is_written_straight_into_the_output(frames):
+    layer = _layer(s_t=3, s_c=3).eval()  # half the channels rebuilt, every 4th frame computed
+    x = torch.randn(3, 4, frames, 6, 6)
+    v_t = torch.tensor([[0.0, 0.0, 0.7]]).repeat(3, 1)
+    v_c = torch.tensor([[0.0, 0.4, 0.0]]).repeat(3, 1) * torch.tensor([[1.0], [0.5], [2.0]])
+    fix_gate(layer, v_t, v_c)
+    with torch.no_grad():
+        got = layer(x)
+        assert torch.allclose(got, layer.train()(x), atol=1e-6)
+        assert torch.allclose(got, _explicit(layer, x, v_t, v_c), atol=1e-6)
+        alone = []
+        for i in range(3):
+            fix_gate(layer, v_t[i : i + 1], v_c[i : i + 1])
+            alone.append(layer.eval()(x[i : i + 1]))
+    assert torch.allclose(got, torch.cat(alone), atol=1e-6)  # one clip and a group: the same arithmetic
+    assert torch.equal(got[:, :, 4:], got[:, :, 4:5].expand_as(got[:, :, 4:]))  # the short last group
+
+
 def test_a_strided_temporal_kernel_takes_the_stride_times_r():
     layer = _layer(s_t=3, s_c=2, kernel=(3, 1, 1), stride=(2, 1, 1), padding=(1, 0, 0)).eval()
     x = torch.randn(1, 4, 8, 5, 5)

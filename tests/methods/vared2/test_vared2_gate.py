@@ -43,3 +43,23 @@ def test_full_choice_starts_preferred():
     gate = SoftModulationGate(in_channels=3, in_frames=2, hidden=4, temporal_choices=2, channel_choices=2,
                               full_bias=1.0)
     assert gate.fc2.bias.tolist() == [1.0, 0.0, 1.0, 0.0]
+    both = SoftModulationGate(in_channels=3, in_frames=2, hidden=4, temporal_choices=3, channel_choices=2,
+                              full_bias=0.5, reduced_bias=0.25)
+    assert both.fc2.bias.tolist() == [0.5, 0.25, 0.25, 0.5, 0.25]
+
+
+@pytest.mark.parametrize("revive", [True, False])
+def test_a_choice_below_zero_still_learns_only_when_revived(revive):
+    gate = SoftModulationGate(in_channels=3, in_frames=2, hidden=4, temporal_choices=2, channel_choices=2,
+                              full_bias=-2.0, reduced_bias=1.0, revive=revive).train()
+    with torch.no_grad():
+        gate.fc2.weight.zero_()
+    out = gate(torch.randn(4, 3, 2, 4, 4))
+    assert (out.v_t[:, 0] == 0).all() and (out.v_c[:, 0] == 0).all()  # the forward value is the clamp's
+    (out.v_t.sum() + out.v_c.sum()).backward()
+    grad = gate.fc2.bias.grad
+    assert (grad[[1, 3]] > 0).all()
+    if revive:  # d tanh(a) / da at a = -2, per clip
+        assert torch.allclose(grad[[0, 2]], torch.full((2,), 4 * (1 - torch.tanh(torch.tensor(-2.0)) ** 2)))
+    else:
+        assert (grad[[0, 2]] == 0).all()
