@@ -98,10 +98,20 @@ class LayerCost:
 
 @dataclass(frozen=True)
 class ModelCost:
-    """A VA-RED2 model's cost tables at one input shape."""
+    """A VA-RED2 model's cost tables at one input shape; the layers share one search space, so
+    their tables also stack into ``(L, S_c, S_t)`` and ``(L, S_t, S_c)`` float64 tensors and a
+    forward prices every layer in a few operations."""
 
     rest: int
     layers: tuple[LayerCost, ...]
+    gate_macs: Tensor = field(init=False, repr=False, compare=False)
+    conv_tables: Tensor = field(init=False, repr=False, compare=False)
+    cheap_tables: Tensor = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "gate_macs", torch.tensor([layer.gate for layer in self.layers], dtype=torch.float64))
+        object.__setattr__(self, "conv_tables", torch.stack([layer.conv_table for layer in self.layers]))
+        object.__setattr__(self, "cheap_tables", torch.stack([layer.cheap_table for layer in self.layers]))
 
     @classmethod
     def build(cls, probe: Probe, layers: Sequence[DynamicConv3d]) -> ModelCost:
@@ -125,15 +135,13 @@ class ModelCost:
 
     def per_sample(self, gates: Sequence[GateOutput]) -> tuple[Tensor, Tensor]:
         """``(total (B,), per_layer (B, L))`` GMACs, float64, from each layer's gate output."""
-        per_layer = []
-        for layer, gate in zip(self.layers, gates):
-            device = gate.v_c.device
-            active_c, active_t = gate.v_c > 0, gate.v_t > 0
-            runs = active_c.any(1) & active_t.any(1)
-            first_c, first_t = active_c.int().argmax(1), active_t.int().argmax(1)
-            conv = layer.conv_table.to(device)[first_c, first_t]
-            cheap = layer.cheap_table.to(device)[first_t]
-            spent = conv + (cheap * active_c).sum(1)
-            per_layer.append(layer.gate + torch.where(runs, spent, torch.zeros_like(spent)))
-        layers = torch.stack(per_layer, 1)
-        return (self.rest + layers.sum(1)) / 1e9, layers / 1e9
+        device = gates[0].v_c.device
+        active_c = torch.stack([gate.v_c > 0 for gate in gates], 1)  # (B, L, S_c)
+        active_t = torch.stack([gate.v_t > 0 for gate in gates], 1)  # (B, L, S_t)
+        runs = active_c.any(-1) & active_t.any(-1)
+        first_c, first_t = active_c.int().argmax(-1), active_t.int().argmax(-1)
+        layer = torch.arange(len(self.layers), device=device)
+        conv = self.conv_tables.to(device)[layer, first_c, first_t]
+        cheap = (self.cheap_tables.to(device)[layer, first_t] * active_c).sum(-1)
+        spent = self.gate_macs.to(device) + torch.where(runs, conv + cheap, torch.zeros_like(conv))
+        return (self.rest + spent.sum(1)) / 1e9, spent / 1e9

@@ -78,7 +78,7 @@ class SoftModulationGate(nn.Module):
         if x.shape[1] != self.in_channels or x.shape[2] != self.in_frames:
             raise ValueError(f"the gate was built for {self.in_channels} channels x {self.in_frames} frames, "
                              f"got an input of shape {tuple(x.shape)} (VA-RED2 gates fix the clip length)")
-        pooled = x.mean(dim=(3, 4)).flatten(1)
+        pooled = spatial_mean(x).flatten(1)
         a = self.fc2(torch.tanh(self.bn(self.fc1(pooled))))
         t = torch.tanh(a)
         v = straight_through(t.clamp_min(0.0), t) if self.revive and torch.is_grad_enabled() else t.clamp_min(0.0)
@@ -87,3 +87,12 @@ class SoftModulationGate(nn.Module):
         v_t = v[:, : self.n_t] if self.n_t else ones
         v_c = v[:, self.n_t :] if self.n_c else ones
         return GateOutput(v_t=v_t, v_c=v_c, a_t=a_t, a_c=a_c)
+
+
+def spatial_mean(x: Tensor) -> Tensor:
+    """``x (B, C, T, H, W)`` averaged over space, ``(B, C, T)``. A channels-last input is reduced
+    in its own layout (over the middle axes of its ``(B, T, H, W, C)`` storage), which on CPU
+    takes a fifth of the time of reducing its strided ``H, W`` axes."""
+    if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last_3d):
+        return x.permute(0, 2, 3, 4, 1).mean(dim=(2, 3)).transpose(1, 2)
+    return x.mean(dim=(3, 4))

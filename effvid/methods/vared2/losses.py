@@ -30,19 +30,16 @@ from effvid.methods.vared2.gate import GateOutput
 def layer_ratios(gates: Sequence[GateOutput]) -> tuple[Tensor, Tensor, Tensor]:
     """``(channel_ratio, temporal_ratio, ratio)``, each ``(B, L)``: ``r^s``, ``1 / R^s`` and their
     product ``r^s / R^s`` with the straight-through gradient of the module docstring (the
-    expected ratio is not built where gradients are off: inference reads the value only)."""
-    channel, temporal, ratio = [], [], []
-    for gate in gates:
-        r = _largest(gate.v_c)
-        inv_stride = _largest(gate.v_t)
-        channel.append(r)
-        temporal.append(inv_stride)
-        if torch.is_grad_enabled():
-            soft = _expected(gate.a_c, gate.v_c) * _expected(gate.a_t, gate.v_t)
-            ratio.append(straight_through((r * inv_stride).detach(), soft))
-        else:
-            ratio.append(r * inv_stride)
-    return torch.stack(channel, 1), torch.stack(temporal, 1), torch.stack(ratio, 1)
+    expected ratio is not built where gradients are off: inference reads the value only). The
+    layers share one search space, so each quantity is one operation over all of them."""
+    v_c = torch.stack([gate.v_c for gate in gates], 1)
+    v_t = torch.stack([gate.v_t for gate in gates], 1)
+    channel, temporal = _largest(v_c), _largest(v_t)
+    ratio = channel * temporal
+    if torch.is_grad_enabled():
+        soft = _expected([gate.a_c for gate in gates], v_c) * _expected([gate.a_t for gate in gates], v_t)
+        ratio = straight_through(ratio.detach(), soft)
+    return channel, temporal, ratio
 
 
 def _fractions(n: int, like: Tensor) -> Tensor:
@@ -50,17 +47,20 @@ def _fractions(n: int, like: Tensor) -> Tensor:
 
 
 def _largest(v: Tensor) -> Tensor:
-    """``(1/2)^i`` of the first non-zero weight per row, 0 for a row without one."""
+    """``(1/2)^i`` of the first non-zero weight along the last axis of ``v (B, L, S)``, 0 where
+    there is none."""
     active = v > 0
-    fraction = _fractions(v.shape[1], v)[active.int().argmax(1)]
-    return torch.where(active.any(1), fraction, torch.zeros_like(fraction))
+    fraction = _fractions(v.shape[-1], v)[active.int().argmax(-1)]
+    return torch.where(active.any(-1), fraction, torch.zeros_like(fraction))
 
 
-def _expected(a: Tensor | None, v: Tensor) -> Tensor:
-    """The expected fraction under ``softmax(a)``; 1 for an axis switched off (``a is None``)."""
-    if a is None:
-        return v.new_ones(v.shape[0])
-    return (torch.softmax(a, dim=1) * _fractions(a.shape[1], a)).sum(1)
+def _expected(a: Sequence[Tensor | None], v: Tensor) -> Tensor:
+    """``(B, L)``: the expected fraction under ``softmax(a)`` per layer; 1 for an axis switched
+    off (its pre-activations are ``None``)."""
+    if any(x is None for x in a):
+        return v.new_ones(v.shape[:2])
+    logits = torch.stack(list(a), 1)  # type: ignore[arg-type]
+    return (torch.softmax(logits, dim=-1) * _fractions(logits.shape[-1], logits)).sum(-1)
 
 
 def efficiency_loss(ratio: Tensor, layer_weights: Tensor, correct: Tensor) -> Tensor:

@@ -34,6 +34,8 @@ def test_gate_pools_space_keeps_time_and_counts_its_macs():
     x = torch.randn(1, 3, 2, 4, 4)
     shuffled = x[..., torch.randperm(4), :]  # spatial order does not matter, frame order does
     assert torch.allclose(gate(x).v_c, gate(shuffled).v_c, atol=1e-6)
+    channels_last = x.contiguous(memory_format=torch.channels_last_3d)  # pooled in its own layout
+    assert torch.allclose(gate(x).v_c, gate(channels_last).v_c, atol=1e-6)
     assert gate.fc1.in_features == 3 * 2 and gate.macs == 3 * 2 * 4 + 4 * 5
     with pytest.raises(ValueError, match="fix the clip length"):
         gate(torch.randn(1, 3, 3, 4, 4))
