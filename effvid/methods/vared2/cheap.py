@@ -73,6 +73,22 @@ def place_repeated(target: Tensor, frames: Tensor, stride: int) -> None:
         target[:, :, whole * stride :].copy_(frames[:, :, whole : whole + 1])
 
 
+def mix_repeated_in_place(z: Tensor, near: Tensor, far: Tensor, stride: int) -> Tensor:
+    """``near * z + far * repeat(z[:, :, ::stride])`` (Eq. 3.5 over two temporal choices, every
+    frame and every ``stride``-th, :func:`repeat_frames`'s copy as the rebuild), computed in
+    ``z (B, C, T, H, W)`` itself; ``near`` and ``far`` are ``(B,)``. The frames between the
+    computed ones read those only, so they are mixed first and the computed ones scaled last.
+    Inference only (it overwrites ``z``); returns ``z``."""
+    shape = (z.shape[0], 1, 1, 1, 1)
+    near, far = near.view(shape), far.view(shape)
+    anchors = z[:, :, ::stride]
+    for offset in range(1, stride):
+        frames = z[:, :, offset::stride]
+        frames.mul_(near).addcmul_(anchors[:, :, : frames.shape[2]], far)
+    anchors.mul_(near + far)
+    return z
+
+
 def write(target: Tensor, value: Tensor, weight: Tensor, *, accumulate: bool) -> None:
     """``target = value * weight`` (or ``+=`` with ``accumulate``), in place and without a
     temporary where autograd allows it."""

@@ -25,7 +25,9 @@ convolution with the first ``k_s`` filters at temporal stride ``R_s`` (A.1):
   (:func:`~effvid.methods.common.grouping.group_rows`) and runs each group once. A pattern
   with one non-zero weight per axis (what a trained gate mostly picks) needs no mix: the
   convolution's output is scaled in place and the rebuilt channels and frames are copied
-  straight into the output.
+  straight into the output; every frame and one strided choice both non-zero (what a gate
+  trained with the efficiency loss often leaves, since the smaller choice costs no MACs once
+  the larger one runs) are mixed in place in the computed frames, without a second output.
 
 Training and inference evaluate the same formula, so for equal gate weights their outputs
 are equal. Cost per clip, from the decisions: :meth:`DynamicConv3d.cost_tables`.
@@ -41,7 +43,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from effvid.methods.common.grouping import group_rows, scatter_rows
-from effvid.methods.vared2.cheap import ChannelRebuild, place_repeated, repeat_frames, write
+from effvid.methods.vared2.cheap import ChannelRebuild, mix_repeated_in_place, place_repeated, repeat_frames, write
 from effvid.methods.vared2.gate import GateOutput, SoftModulationGate
 
 Triple = tuple[int, int, int]
@@ -227,6 +229,8 @@ class DynamicConv3d(nn.Module):
         first = self.strides[times[0]]
         if times == [0]:
             return z * v_t[:, 0].view(batch, 1, 1, 1, 1)
+        if len(times) == 2 and times[0] == 0 and not torch.is_grad_enabled():
+            return mix_repeated_in_place(z, v_t[:, 0], v_t[:, times[1]], self.strides[times[1]])
         out = _empty(z, (batch, c_out, out_frames, height, width))
         for n, j in enumerate(times):
             step = self.strides[j] // first

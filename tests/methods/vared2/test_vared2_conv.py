@@ -114,6 +114,18 @@ def test_one_choice_per_axis_is_written_straight_into_the_output(frames):
     assert torch.equal(got[:, :, 4:], got[:, :, 4:5].expand_as(got[:, :, 4:]))  # the short last group
 
 
+@pytest.mark.parametrize(("s_t", "v_t"), [(2, [0.4, 0.7]), (3, [0.4, 0.0, 0.7])])
+def test_every_frame_and_a_strided_choice_are_mixed_in_the_computed_frames(s_t, v_t):
+    layer = _layer(s_t=s_t, s_c=2).eval()
+    x = torch.randn(2, 4, 7, 6, 6)
+    v_t, v_c = torch.tensor([v_t, v_t]) * torch.tensor([[1.0], [0.5]]), torch.tensor([[0.5, 0.3], [0.9, 0.0]])
+    fix_gate(layer, v_t, v_c)
+    with torch.no_grad():
+        got = layer(x)
+        assert torch.allclose(got, _explicit(layer, x, v_t, v_c), atol=1e-6)
+        assert torch.allclose(got, layer.train()(x), atol=1e-6)
+
+
 def test_a_strided_temporal_kernel_takes_the_stride_times_r():
     layer = _layer(s_t=3, s_c=2, kernel=(3, 1, 1), stride=(2, 1, 1), padding=(1, 0, 0)).eval()
     x = torch.randn(1, 4, 8, 5, 5)
