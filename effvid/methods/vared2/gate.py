@@ -7,9 +7,11 @@ space and keeps time (``C_in x T`` features), ``FC1`` maps them to ``D_h``, ``FC
 means the choice is not computed at inference. An axis switched off (search space 1) has no
 gate output and a constant weight of 1.
 
-Initial biases: ``full_bias`` for each axis's "compute everything" choice, ``reduced_bias`` for
-the others, so a model built from a trained base starts near it and (with a positive
-``reduced_bias``) trains its cheaper choices from the first step.
+Initial biases: ``full_bias`` (1) for each axis's "compute everything" choice, ``reduced_bias``
+(0) for the others, so a model built from a trained base starts near it. Starting both at 0.5
+(with ``revive``) sent R(2+1)D on SynthActions-small to chance within its first dynamic epoch:
+every rebuilt channel then enters at the weight of the computed one, and the base's features
+are lost.
 
 Gradient of the clamp (the thesis does not say; ``revive``): by default the plain clamp, whose
 choices below 0 get no gradient. ``revive`` passes the gradient of ``tanh(a)`` through the
