@@ -59,6 +59,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from effvid.cost.executed import EXECUTED_FORMULAS
 from effvid.cost.latency import (
     CpuWatch,
     compare_on_clips,
@@ -197,7 +198,7 @@ def layer_gmacs(model: nn.Module, names: Sequence[str], inputs: Sequence[Tensor]
             handles.append(module.register_forward_hook(post(name)))
         with torch.no_grad():
             for x in inputs:
-                counter[:] = [FlopCounterMode(display=False, depth=None)]
+                counter[:] = [FlopCounterMode(display=False, depth=None, custom_mapping=EXECUTED_FORMULAS)]
                 with counter[0]:
                     model_output(model, x)
                 total += counter[0].get_total_flops() / 2 / 1e9

@@ -41,7 +41,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+from torch.utils.flop_counter import FlopCounterMode, conv_flop_count, sdpa_flop_count
 
 from effvid.cost.static import BATCH_NORM_OPS, batch_norm_flops, count_cost
 from effvid.models.base import is_dynamic, model_output
@@ -59,6 +59,17 @@ _CPU_ATTENTION = {
     for name in ("_scaled_dot_product_flash_attention_for_cpu",)
     if hasattr(torch.ops.aten, name)
 }
+
+
+def _onednn_conv_flops(x_shape: Any, w_shape: Any, bias: Any, padding: Any, stride: Any, dilation: Any, groups: Any,
+                       *args: Any, out_shape: Any = None, **kwargs: Any) -> int:
+    return conv_flop_count(x_shape, w_shape, out_shape, transposed=False)
+
+
+EXECUTED_FORMULAS = {**_CPU_ATTENTION, torch.ops.aten.mkldnn_convolution: _onednn_conv_flops}
+"""FlopCounterMode formulas for the CPU kernels it does not know: the attention above, and the
+oneDNN convolution that inference runs 3D convolutions through (:mod:`effvid.models.onednn`),
+counted as the convolution it is. Pass them as ``custom_mapping`` to count a real forward."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -112,7 +123,7 @@ def count_executed(model: nn.Module, x: Tensor, *, with_bn: bool = False) -> Exe
     """
     if not isinstance(x, Tensor) or x.dim() < 1 or x.shape[0] < 1:
         raise ValueError(f"count_executed needs a batch tensor with at least one sample, got {_describe(x)}")
-    custom = {**_CPU_ATTENTION, **({op: batch_norm_flops for op in BATCH_NORM_OPS} if with_bn else {})}
+    custom = {**EXECUTED_FORMULAS, **({op: batch_norm_flops for op in BATCH_NORM_OPS} if with_bn else {})}
     modes = [(module, module.training) for module in model.modules()]
     flops: list[int] = []
     logits: list[Tensor] = []

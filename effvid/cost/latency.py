@@ -37,6 +37,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from effvid.cost.executed import EXECUTED_FORMULAS
 from effvid.cost.static import spec_input_shape
 from effvid.models import create_from_spec, prepare_for_inference
 from effvid.models.base import model_output
@@ -426,7 +427,7 @@ def executed_layer_gmacs(model: nn.Module, inputs: Sequence[Tensor], *,
     total = 0.0
     with torch.no_grad():
         for x in inputs:
-            with FlopCounterMode(display=False, depth=None) as counter:
+            with FlopCounterMode(display=False, depth=None, custom_mapping=EXECUTED_FORMULAS) as counter:
                 run(x.to(device))
             for key, ops in counter.get_flop_counts().items():
                 name = key.partition(".")[2]

@@ -5,7 +5,9 @@ Variants (``benchmarks/model_speed.py`` measures all three on every registered m
 * ``"eager"``: the model as built, in eval mode;
 * ``"channels_last"``: convolution weights in channels-last memory format (``channels_last``
   for 4D weights of 2D frame models, ``channels_last_3d`` for 5D weights); inputs need no
-  change, the first convolution carries the format through the network;
+  change, the first convolution carries the format through the network; on the CPU every
+  3D convolution runs in oneDNN (:mod:`effvid.models.onednn`: PyTorch's size rule sends the
+  small ones to a kernel twice as slow);
 * ``"compile"``: ``torch.compile`` of the model (slow to build: minutes for a large model on
   a small CPU, so it never is the default).
 """
@@ -18,6 +20,7 @@ import torch
 from torch import nn
 
 from effvid.errors import ConfigError
+from effvid.models.onednn import route_conv3d
 
 Variant = Literal["eager", "channels_last", "compile"]
 VARIANTS: tuple[str, ...] = ("eager", "channels_last", "compile")
@@ -49,7 +52,7 @@ def prepare_for_inference(model: nn.Module, *, variant: Variant = DEFAULT_VARIAN
         raise ValueError(f"unknown inference variant {variant!r}; choose from {', '.join(VARIANTS)}")
     model.eval().requires_grad_(False)
     if variant == "channels_last":
-        return to_channels_last(model)
+        return route_conv3d(to_channels_last(model))
     if variant == "compile":
         return torch.compile(model)
     return model

@@ -39,12 +39,12 @@ import math
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from effvid.methods.common.grouping import group_rows, scatter_rows
 from effvid.methods.vared2.cheap import ChannelRebuild, mix_repeated_in_place, place_repeated, repeat_frames, write
 from effvid.methods.vared2.gate import GateOutput, SoftModulationGate
+from effvid.models.onednn import conv3d
 
 Triple = tuple[int, int, int]
 
@@ -154,7 +154,7 @@ class DynamicConv3d(nn.Module):
             stride = (1, self.stride[1], self.stride[2])
         else:
             stride = (step, self.stride[1], self.stride[2])
-        return F.conv3d(x, weight, bias, stride, self.padding, self.dilation)
+        return conv3d(x, weight, bias, stride, self.padding, self.dilation)
 
     def _infer(self, x: Tensor, v_c: Tensor, v_t: Tensor) -> Tensor:
         """Eval mode: each clip computes only its largest non-zero choice (module docstring)."""

@@ -40,13 +40,14 @@ def randomize_gates(model: torch.nn.Module, std: float = 1.0, seed: int = 0) -> 
 
 
 class ConvRecorder(TorchDispatchMode):
-    """Records ``(input shape, weight shape)`` of every convolution executed inside it."""
+    """Records ``(input shape, weight shape)`` of every convolution executed inside it (through
+    PyTorch's dispatcher or straight in oneDNN, as inference runs them)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.calls: list[tuple[tuple[int, ...], tuple[int, ...]]] = []
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func is torch.ops.aten.convolution.default:
+        if func in (torch.ops.aten.convolution.default, torch.ops.aten.mkldnn_convolution.default):
             self.calls.append((tuple(args[0].shape), tuple(args[1].shape)))
         return func(*args, **(kwargs or {}))
