@@ -158,9 +158,9 @@ class DynamicConv3d(nn.Module):
 
     def _infer(self, x: Tensor, v_c: Tensor, v_t: Tensor) -> Tensor:
         """Eval mode: each clip computes only its largest non-zero choice (module docstring)."""
-        active_c, active_t = v_c > 0, v_t > 0
         if x.shape[0] == 1:
-            return self._run(x, v_c, v_t, active_c[0].tolist(), active_t[0].tolist())
+            return self._run_clip(x, v_c, v_t)
+        active_c, active_t = v_c > 0, v_t > 0
         bits_c = 2 ** torch.arange(active_c.shape[1], device=x.device)
         bits_t = 2 ** torch.arange(active_c.shape[1], active_c.shape[1] + active_t.shape[1], device=x.device)
         keys = (active_c.long() * bits_c).sum(1) + (active_t.long() * bits_t).sum(1)
@@ -178,6 +178,10 @@ class DynamicConv3d(nn.Module):
         assert out is not None
         return out
 
+    def _run_clip(self, x: Tensor, v_c: Tensor, v_t: Tensor) -> Tensor:
+        """One clip: which of its weights are non-zero, read once as numbers."""
+        return self._run(x, v_c, v_t, [v > 0 for v in v_c[0].tolist()], [v > 0 for v in v_t[0].tolist()])
+
     def _run(self, x: Tensor, v_c: Tensor, v_t: Tensor, active_c: list[bool], active_t: list[bool]) -> Tensor:
         """Clips sharing one pattern of non-zero weights: the largest active choice, then the mix."""
         out_size = self.out_size(x.shape[2:])
@@ -191,10 +195,12 @@ class DynamicConv3d(nn.Module):
 
     def _run_single(self, x: Tensor, scale: Tensor, channel: int, time: int, out_frames: int) -> Tensor:
         """Clips with one active choice per axis: ``scale (B,)`` (their ``V_c V_t``) times that
-        choice. The convolution's output is scaled in place (the same arithmetic for one clip
-        as for a group, so grouping does not change a result), and the rebuilt channels and
-        frames are written straight into the output (the channel rebuild has no bias, so it
-        carries the scale along)."""
+        choice. The convolution's output is scaled in place: the same arithmetic for one clip
+        as for a group, so a clip's result, and the decisions of the layers after it, do not
+        depend on the batch it came in (folding the scale into one clip's filters would save
+        that pass, but rounds differently, and a gate near 0 then flips; measured). The rebuilt
+        channels and frames are written straight into the output (the channel rebuild has no
+        bias, so it carries the scale along)."""
         weight, bias = self._weights(channel)
         y = self._strided_conv(x, weight, bias, self.stride[0] * self.strides[time])
         y.mul_(scale.view(-1, 1, 1, 1, 1))
