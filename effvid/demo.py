@@ -183,7 +183,7 @@ def write_report(ctx: DemoContext) -> str:
         parts.append(f"PAS from the base ({len(ctx.pas['iterations'])} iterations, selected [{sequence}]):\n\n"
                      + ctx.pas["table_markdown"])
     if ctx.vared2 is not None:
-        parts.append("VA-RED2 from the base (its spatial convolutions made dynamic), the base's views, batch-1 "
+        parts.append("VA-RED2 from the base (its spatial convolutions made dynamic along time), the base's views, batch-1 "
                      "latency per view on 1 thread over validation clips:\n\n" + ctx.vared2["table_markdown"])
     if ctx.dstep is not None:
         parts.append("D-STEP at D = 0.6 against the dense TSM-R18 it starts from, one centre view per video, batch-1 "
