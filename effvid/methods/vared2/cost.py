@@ -77,18 +77,11 @@ def probe_network(spec: ArchSpec, patterns: Sequence[str], input_shape: Sequence
 @dataclass(frozen=True)
 class LayerCost:
     """One wrapped convolution's MACs per clip: ``gate``, ``conv[i][j]`` and ``cheap[i][j]``
-    (see :meth:`DynamicConv3d.cost_tables`), with both tables also as float64 tensors (built
-    once: a forward only indexes them)."""
+    (see :meth:`DynamicConv3d.cost_tables`)."""
 
     gate: int
     conv: list[list[int]]
     cheap: list[list[int]]
-    conv_table: Tensor = field(init=False, repr=False, compare=False)
-    cheap_table: Tensor = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "conv_table", torch.tensor(self.conv, dtype=torch.float64))
-        object.__setattr__(self, "cheap_table", torch.tensor(self.cheap, dtype=torch.float64).T.contiguous())
 
     @property
     def dense(self) -> int:
@@ -110,8 +103,9 @@ class ModelCost:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "gate_macs", torch.tensor([layer.gate for layer in self.layers], dtype=torch.float64))
-        object.__setattr__(self, "conv_tables", torch.stack([layer.conv_table for layer in self.layers]))
-        object.__setattr__(self, "cheap_tables", torch.stack([layer.cheap_table for layer in self.layers]))
+        object.__setattr__(self, "conv_tables", torch.tensor([layer.conv for layer in self.layers], dtype=torch.float64))
+        object.__setattr__(self, "cheap_tables", torch.tensor([layer.cheap for layer in self.layers],
+                                                              dtype=torch.float64).transpose(1, 2).contiguous())
 
     @classmethod
     def build(cls, probe: Probe, layers: Sequence[DynamicConv3d]) -> ModelCost:
