@@ -13,6 +13,10 @@ the Table-3 ablations at D = 0.6 (``synth_tsn_dynamic_shift``, ``synth_tsm_dcp``
    (:func:`effvid.engine.compare.compare_models`), with the ratio wall-clock saving / GMACs saving;
 5. the same split per ResNet stage (time from forward hooks, GMACs from the decisions, and the
    share of frames whose blocks fell back to dense execution), showing where gathering tiles pays;
+   and the same latency comparison at the paper's scale (:func:`paper_scale_latency`: TSM-R18 at
+   full width, 8 frames of 224 px, each block forced to the trained D = 0.6 model's tile density
+   and action rates), where the convolutions are large enough for the per-op overhead not to
+   decide the figure;
 6. the reported cost against the executed-op count on every validation clip, per D-STEP model.
 
 Expected (issue 12), reported either way: mean cost within 5% of D x dense at each D; top-1 at
@@ -20,7 +24,8 @@ D = 0.6 within 2 points of the dense TSM-R18; latency saving / GMACs saving >= 0
 executed == reported on every clip.
 
     nice .venv/bin/python benchmarks/dstep_synth.py [--data data/bench] [--run-dir runs/bench-dstep-synth] \\
-        [--out benchmarks/results/dstep_synth.json] [--tsm-epochs N] [--latency-clips 80]
+        [--out benchmarks/results/dstep_synth.json] [--tsm-epochs N] [--latency-clips 80] \\
+        [--paper-clips 3]
 
 Run it on a quiet machine: the latencies are only meaningful when nothing else runs (the load
 average before and after is recorded, with a warning when another process competed).
@@ -39,7 +44,8 @@ from typing import Any
 
 import torch
 
-from effvid.cost.latency import load_record, machine_load, torch_threads
+from effvid.cost.latency import compare_on_clips, load_record, machine_load, saving_ratio, torch_threads
+from effvid.cost.static import count_spec
 from effvid.data.synthetic import ensure_synthactions
 from effvid.engine.checkpoint import load_model
 from effvid.engine.compare import compare_models, executed_on_dataset, validation_clips
@@ -47,7 +53,10 @@ from effvid.engine.evaluate import evaluate
 from effvid.engine.train_config import load_train_config
 from effvid.engine.trainer import train
 from effvid.methods.dstep.model import DStep
-from effvid.models import prepare_for_inference
+from effvid.methods.dstep.settings import COMPUTE, REUSE, SKIP
+from effvid.methods.dstep.sparse import runs_dense
+from effvid.models import create_from_spec, default_spec, prepare_for_inference
+from effvid.spec import MethodSpec
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "effvid" / "configs" / "dstep"
 TARGETS = {0.8: "synth_dstep_d080", 0.6: "synth_dstep_d060", 0.4: "synth_dstep_d040"}
@@ -107,7 +116,7 @@ def stage_split(dense: torch.nn.Module, dstep: DStep, clips: Sequence[torch.Tens
                         stage = block_name.split(".")[0]
                         dstep_gmacs[stage] += float(out.decisions["block_gmacs"][0, i]) / repeats
                         mask = block.last.mask
-                        ran_dense = mask.flatten(1).sum(dim=1) > block.dense_above * mask[0].numel()
+                        ran_dense = runs_dense(mask.flatten(1).sum(dim=1), mask[0].numel(), block.dense_above)
                         fallback[stage][0] += int(ran_dense.sum())
                         fallback[stage][1] += len(ran_dense)
     finally:
@@ -126,6 +135,85 @@ def stage_split(dense: torch.nn.Module, dstep: DStep, clips: Sequence[torch.Tens
     return rows
 
 
+def decision_rates(dstep: DStep, clips: Sequence[torch.Tensor]) -> list[dict[str, float]]:
+    """Per block of a trained D-STEP, over ``clips``: the mean tile density and the skip, reuse
+    and compute rates of its channel decisions."""
+    keys = ("spatial_density", "skip_rate", "reuse_rate", "compute_rate")
+    sums = torch.zeros(len(keys), len(dstep.block_names), dtype=torch.float64)
+    with torch.no_grad():
+        for clip in clips:
+            out = dstep.eval().forward_output(clip)
+            sums += torch.stack([out.decisions[k].double().mean(dim=0) for k in keys])
+    rates = (sums / len(clips)).tolist()
+    return [{key: rates[k][block] for k, key in enumerate(keys)} for block in range(len(dstep.block_names))]
+
+
+def _drawn_once(run: Any, draw: Any) -> Any:
+    """A forward that runs ``run`` (its work stays timed and counted) and returns ``draw(shape,
+    *args)`` of its output's shape, drawn once per shape."""
+    drawn: dict[tuple[int, ...], torch.Tensor] = {}
+
+    def forward(*args: Any) -> torch.Tensor:
+        shape = tuple(run(*args).shape)
+        if shape not in drawn:
+            drawn[shape] = draw(shape, *args)
+        return drawn[shape]
+
+    return forward
+
+
+def force_decisions(dstep: DStep, rates: Sequence[dict[str, float]], *, seed: int = 0) -> None:
+    """Make every block of ``dstep`` return one drawn mask and one drawn set of channel actions,
+    with block ``i``'s tile density and action rates ``rates[i]`` (the first frame never
+    reuses); mask and policy networks still run, so their time and MACs stay in the figures."""
+    generator = torch.Generator().manual_seed(seed)
+    for block, rate in zip(dstep.blocks(), rates):
+        probs = torch.zeros(3, dtype=torch.float64)
+        probs[SKIP], probs[REUSE], probs[COMPUTE] = rate["skip_rate"], rate["reuse_rate"], rate["compute_rate"]
+
+        def mask(shape: tuple[int, ...], x: torch.Tensor, _: Any, density: float = rate["spatial_density"]) -> torch.Tensor:
+            return (torch.rand(shape, generator=generator) < density).to(x.dtype)
+
+        def actions(shape: tuple[int, ...], pooled: torch.Tensor, num_frames: int, p: torch.Tensor = probs) -> torch.Tensor:
+            slots = torch.multinomial(p, shape[0] * shape[1], replacement=True, generator=generator).view(shape[:2])
+            slots[((torch.arange(shape[0]) % num_frames == 0)[:, None]) & (slots == REUSE)] = COMPUTE
+            return torch.nn.functional.one_hot(slots, 3).to(pooled.dtype)
+
+        block.mask.forward = _drawn_once(block.mask.forward, mask)  # type: ignore[method-assign]
+        block.policy.forward = _drawn_once(block.policy.forward, actions)  # type: ignore[method-assign]
+
+
+def paper_scale_latency(rates: Sequence[dict[str, float]], *, clips: int, repeats: int, threads: int,
+                        frames: int = 8, size: int = 224) -> dict[str, Any]:
+    """Batch-1 latency of D-STEP on the paper's TSM-R18 (full width, ``frames`` at ``size`` px,
+    tiles of 32 input pixels, random weights) against the plain TSM-R18 prepared the same way,
+    each block forced to the tile density and action rates ``rates`` measured on the trained
+    model (:func:`force_decisions`): the cost pattern of a trained model, not trained decisions.
+    Also the per-stage split (:func:`stage_split`)."""
+    torch.manual_seed(0)
+    spec = default_spec("tsm_r18", num_classes=174, crop_size=size, num_frames=frames,
+                        method=MethodSpec("dstep", {}))
+    dstep = create_from_spec(spec)
+    assert isinstance(dstep, DStep)
+    force_decisions(dstep, rates)
+    dense = create_from_spec(spec.replace(method=None))
+    dense_gmacs = count_spec(spec.replace(method=None)).gmacs
+    inputs = [torch.randn(1, 3, frames, size, size) for _ in range(clips)]
+    with torch_threads(threads):
+        rows = compare_on_clips({"dense": prepare_for_inference(dense), "D-STEP": prepare_for_inference(dstep)},
+                                inputs, repeats=repeats, warmup=1)
+    stages = stage_split(dense, dstep, inputs, threads=threads, repeats=1)
+    b, d = rows["dense"], rows["D-STEP"]
+    return {"input": f"{frames}x{size}x{size}", "clips": clips, "repeats": repeats, "threads": threads,
+            "dense_gmacs": dense_gmacs, "dstep_gmacs": d["gmacs_mean"], "gmacs_saving": 1 - d["gmacs_mean"] / dense_gmacs,
+            "dense_latency_ms": b["latency_ms_mean"], "dstep_latency_ms": d["latency_ms_mean"],
+            "latency_saving": 1 - d["latency_ms_mean"] / b["latency_ms_mean"],
+            "latency_saving_per_gmacs_saving": saving_ratio(latency=d["latency_ms_mean"],
+                                                            base_latency=b["latency_ms_mean"],
+                                                            gmacs=d["gmacs_mean"], base_gmacs=dense_gmacs),
+            "stages": stages}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=Path("data/bench"), help="cache for SynthActions-small")
@@ -134,6 +222,8 @@ def main() -> None:
     parser.add_argument("--tsm-epochs", type=int, help="TSM-R18 epochs (default: the config's 10)")
     parser.add_argument("--latency-clips", type=int, default=80, help="validation clips timed per model")
     parser.add_argument("--threads", type=int, default=1, help="torch threads for the latency figures")
+    parser.add_argument("--paper-clips", type=int, default=3,
+                        help="clips of the paper-scale latency figure (TSM-R18, 8x224x224; 0 skips it)")
     args = parser.parse_args()
 
     manifest = ensure_synthactions(args.data / "synthactions-small", "small")
@@ -168,6 +258,9 @@ def main() -> None:
     dense_model, dstep_model = load_model(base), load_model(stems[0.6])
     stages = stage_split(dense_model, dstep_model, validation_clips(dstep_model.spec, val, min(args.latency_clips, 32)),
                          threads=args.threads)
+    rates = decision_rates(dstep_model, validation_clips(dstep_model.spec, val, min(args.latency_clips, 32)))
+    paper = (paper_scale_latency(rates, clips=args.paper_clips, repeats=2, threads=args.threads)
+             if args.paper_clips else None)
     load = load_record(load_before, machine_load(), args.threads)
     if load["warning"]:
         print(f"warning: {load['warning']}", file=sys.stderr)
@@ -180,7 +273,7 @@ def main() -> None:
         "checkpoints": {"TSM-R18": str(base), **{f"D={t}": str(s) for t, s in stems.items()},
                         **{row: str(s) for row, s in ablation_stems.items()}},
         "dense": dense, "targets": targets, "table3": table3, "executed_vs_reported": executed,
-        "latency_rows": rows, "stages": stages,
+        "latency_rows": rows, "stages": stages, "paper_scale": paper,
         "summary": {
             "dense_top1": dense["video_top1"], "dense_gmacs_per_video": dense_gmacs,
             "cost_vs_target": {t: {"gmacs_per_video": r["gmacs_per_video"],
@@ -195,6 +288,7 @@ def main() -> None:
             "stage_latency_saving_per_gmacs_saving": {s["stage"]: s["latency_saving_per_gmacs_saving"]
                                                       for s in stages},
             "executed_equals_reported": {t: e["all_equal"] for t, e in executed.items()},
+            "paper_scale_latency_saving_per_gmacs_saving": paper and paper["latency_saving_per_gmacs_saving"],
         },
     }
     s = result["summary"]

@@ -26,11 +26,15 @@ in between).
 
 Training (and ``executor = "masked"``) computes densely and multiplies by the masks, so the
 straight-through gradients reach mask and policy. Inference (``executor = "sparse"``, the
-default in eval mode) executes only that work: per frame, the needed rows of ``conv1``'s weight
-on the gathered active tiles (:mod:`~effvid.methods.dstep.sparse`), a copy for reused channels,
-the non-skipped columns of ``conv2``'s weight; a frame with more than ``dense_above`` (its
-stage's setting) of its tiles active runs its convolutions densely on the map. The two paths
-give the same output for the same decisions. ``last`` holds the forward's
+default in eval mode) executes only that work, for all frames at once where it can
+(:mod:`~effvid.methods.dstep.sparse`): one :class:`~effvid.methods.dstep.sparse.TilePlan` per
+block from the mask, one gather of every frame's active tiles per convolution, BatchNorm folded
+into the weights, and per frame only the convolution itself: the needed rows of ``conv1``'s
+weight, the non-skipped columns of ``conv2``'s (a frame that keeps every channel shares one
+convolution with the others); one scatter per convolution, and the Eq. (1) merge on the whole
+map (reused channels are copied, skipped ones cost nothing downstream). A frame with more than
+``dense_above`` (its stage's setting) of its tiles active runs its convolutions densely on the
+map. The two paths give the same output for the same decisions. ``last`` holds the forward's
 :class:`BlockRecord` (costs and decisions).
 """
 
@@ -46,15 +50,16 @@ from effvid.methods.dstep.cost import ConvTerm, conv_macs, eq2_macs, executed_ma
 from effvid.methods.dstep.mask import SpatialMask
 from effvid.methods.dstep.policy import ChannelPolicy, next_frame, previous_frame
 from effvid.methods.dstep.settings import COMPUTE, REUSE, SKIP, DStepSettings
-from effvid.methods.dstep.sparse import active_tiles, output_size, runs_dense, scatter_tiles, tile_conv, tiles_to_pixels
+from effvid.methods.dstep.sparse import TilePlan, assemble, conv_frames, output_size, tiles_to_pixels
 from effvid.models.layers import BasicBlock, Bottleneck, TemporalShiftMixin
 
 
 @dataclass
 class BlockRecord:
     """One block's forward, per frame: ``executed`` MACs (float64, what inference runs),
-    ``eq2`` MACs (Eq. 2, differentiable), the tile ``density`` (differentiable), the ``mask``
-    ``(N, rows, cols)`` and the one-hot ``decisions`` ``(N, C, 3)`` (both detached)."""
+    ``eq2`` MACs (Eq. 2, differentiable; the executed count when gradients are off), the tile
+    ``density`` (differentiable), the ``mask`` ``(N, rows, cols)`` and the one-hot ``decisions``
+    ``(N, C, 3)`` (both detached)."""
 
     executed: Tensor
     eq2: Tensor
@@ -63,13 +68,18 @@ class BlockRecord:
     decisions: Tensor
 
 
-def bn_eval(bn: nn.BatchNorm2d, x: Tensor, channels: Tensor | None = None) -> Tensor:
-    """Inference BatchNorm of ``x (..., C, H, W)`` for ``channels`` of ``bn`` (all when ``None``)."""
+def fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
+    """``conv``'s weight and a bias with the inference BatchNorm ``bn`` folded in."""
     scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-    shift = bn.bias - bn.running_mean * scale
-    if channels is not None:
-        scale, shift = scale[channels], shift[channels]
-    return x * scale[:, None, None] + shift[:, None, None]
+    return conv.weight * scale[:, None, None, None], bn.bias - bn.running_mean * scale
+
+
+def frame_channels_list(select: Tensor) -> list[Tensor | None]:
+    """Per frame of ``select (N, C)`` (bool), the indices of its true channels; ``None`` where
+    every channel is."""
+    counts = select.sum(dim=1).tolist()
+    parts = select.nonzero()[:, 1].split(counts)
+    return [None if count == select.shape[1] else part for count, part in zip(counts, parts)]
 
 
 def _geometry(conv: nn.Conv2d) -> dict[str, int]:
@@ -157,7 +167,9 @@ class DStepBlock(TemporalShiftMixin, nn.Module):
         kwargs = {"tile_pixels": self.tile_pixels(), "num_frames": self.num_segments, "static": static}
         executed = executed_macs(self.terms, mask, onehot, map_pixels=self.map_pixels(in_size, out_size),
                                  dense_above=self.dense_above, **kwargs)
-        return BlockRecord(executed=executed, eq2=eq2_macs(self.terms, mask, onehot, **kwargs),
+        # Eq. (2) only carries the sparsity loss's gradient: without gradients, its value is never read
+        eq2 = eq2_macs(self.terms, mask, onehot, **kwargs) if torch.is_grad_enabled() else executed.to(mask.dtype)
+        return BlockRecord(executed=executed, eq2=eq2,
                            density=mask.flatten(1).mean(dim=1), mask=mask.detach(), decisions=onehot.detach())
 
     def masked(self, xs: Tensor, mask: Tensor, onehot: Tensor, out_size: tuple[int, int]) -> Tensor:
@@ -174,19 +186,11 @@ class DStepBlock(TemporalShiftMixin, nn.Module):
         reuse = onehot[..., REUSE, None, None]
         return y * compute + previous_frame(y, self.num_segments) * reuse * pixels
 
-    def frame_channels(self, onehot: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Hard per-frame ``need``, ``nonskip`` and ``reuse`` channel masks ``(N, C)`` (bool)."""
+    def frame_channels(self, onehot: Tensor) -> tuple[Tensor, Tensor]:
+        """Hard per-frame ``need`` and ``nonskip`` channel masks ``(N, C)`` (bool)."""
         actions = onehot.argmax(dim=-1)
-        reuse = actions == REUSE
-        need = (actions == COMPUTE) | next_frame(reuse, self.num_segments)
-        return need, actions != SKIP, reuse
-
-    def merged_inputs(self, y: Tensor, n: int, channels: Tensor, reuse: Tensor, pixels: Tensor) -> Tensor:
-        """Frame ``n``'s merged map on ``channels`` only (the sparse path's Eq. 1)."""
-        if n % self.num_segments == 0:
-            return y[n, channels]
-        reused = reuse[n, channels][:, None, None]
-        return torch.where(reused, y[n - 1, channels] * pixels[n], y[n, channels])
+        need = (actions == COMPUTE) | next_frame(actions == REUSE, self.num_segments)
+        return need, actions != SKIP
 
 
 class DStepBasicBlock(DStepBlock):
@@ -208,38 +212,16 @@ class DStepBasicBlock(DStepBlock):
         return self.bn2(self.conv2(self.merge(y, onehot, pixels))) * pixels
 
     def sparse(self, xs: Tensor, mask: Tensor, onehot: Tensor, out_size: tuple[int, int]) -> Tensor:
-        need, nonskip, reuse = self.frame_channels(onehot)
+        need, nonskip = self.frame_channels(onehot)
+        plan = TilePlan.from_mask(mask, self.dense_above)
         pixels = tiles_to_pixels(mask, self.tile, *out_size)
-        grid = (mask.shape[1], mask.shape[2])
-        first = _geometry(self.conv1)
-        y = xs.new_zeros(xs.shape[0], self.conv1.out_channels, *out_size)
-        out = xs.new_zeros(xs.shape[0], self.conv2.out_channels, *out_size)
-        w1, w2 = self.conv1.weight, self.conv2.weight
-        for n in range(xs.shape[0]):
-            tiles = active_tiles(mask[n])
-            if len(tiles) == 0:
-                continue
-            dense = runs_dense(len(tiles), grid[0] * grid[1], self.dense_above)
-            channels = need[n].nonzero()[:, 0]
-            if len(channels):
-                if dense:
-                    v = F.conv2d(xs[n : n + 1], w1[channels], **first)[0]
-                    y[n, channels] = torch.relu(bn_eval(self.bn1, v, channels)) * pixels[n]
-                else:
-                    v = tile_conv(xs[n], w1[channels], tiles, grid=grid, tile=self.tile, **first)
-                    y[n, channels] = scatter_tiles(torch.relu(bn_eval(self.bn1, v, channels)), tiles, grid=grid,
-                                                   size=out_size)
-            inputs = nonskip[n].nonzero()[:, 0]
-            z = self.merged_inputs(y, n, inputs, reuse, pixels)
-            if dense:
-                v = (F.conv2d(z[None], w2[:, inputs], padding=1)[0] if len(inputs)
-                     else xs.new_zeros(self.conv2.out_channels, *out_size))
-                out[n] = bn_eval(self.bn2, v) * pixels[n]
-            else:
-                v = (tile_conv(z, w2[:, inputs], tiles, grid=grid, tile=self.tile, stride=1, padding=1) if len(inputs)
-                     else xs.new_zeros(len(tiles), self.conv2.out_channels, self.tile, self.tile))
-                out[n] = scatter_tiles(bn_eval(self.bn2, v), tiles, grid=grid, size=out_size)
-        return out
+        (w1, b1), (w2, b2) = fold_bn(self.conv1, self.bn1), fold_bn(self.conv2, self.bn2)
+        tiles, dense = conv_frames(plan, xs, w1, b1, tile=self.tile, outputs=frame_channels_list(need),
+                                   **_geometry(self.conv1))
+        y = assemble(plan, tiles, dense, channels=w1.shape[0], size=out_size, pixels=pixels).relu_()
+        tiles, dense = conv_frames(plan, self.merge(y, onehot, pixels), w2, b2, tile=self.tile, stride=1, padding=1,
+                                   inputs=frame_channels_list(nonskip))
+        return assemble(plan, tiles, dense, channels=w2.shape[0], size=out_size, pixels=pixels)
 
 
 class DStepBottleneck(DStepBlock):
@@ -265,41 +247,20 @@ class DStepBottleneck(DStepBlock):
         return self.bn3(self.conv3(h)) * pixels
 
     def sparse(self, xs: Tensor, mask: Tensor, onehot: Tensor, out_size: tuple[int, int]) -> Tensor:
-        need, nonskip, reuse = self.frame_channels(onehot)
+        need, nonskip = self.frame_channels(onehot)
         in_size = (xs.shape[-2], xs.shape[-1])
+        plan = TilePlan.from_mask(mask, self.dense_above)
         mid = tiles_to_pixels(mask, self.tile * self.stride, *in_size)
         pixels = tiles_to_pixels(mask, self.tile, *out_size)
-        grid = (mask.shape[1], mask.shape[2])
-        planes = self.conv2.out_channels
-        y = xs.new_zeros(xs.shape[0], self.conv1.out_channels, *in_size)
-        out = xs.new_zeros(xs.shape[0], self.conv3.out_channels, *out_size)
-        w1, w2, w3 = self.conv1.weight, self.conv2.weight, self.conv3.weight
-        second = _geometry(self.conv2)
-        for n in range(xs.shape[0]):
-            tiles = active_tiles(mask[n])
-            if len(tiles) == 0:
-                continue
-            dense = runs_dense(len(tiles), grid[0] * grid[1], self.dense_above)
-            channels = need[n].nonzero()[:, 0]
-            if len(channels):
-                if dense:
-                    v = F.conv2d(xs[n : n + 1], w1[channels])[0]
-                    y[n, channels] = torch.relu(bn_eval(self.bn1, v, channels)) * mid[n]
-                else:
-                    v = tile_conv(xs[n], w1[channels], tiles, grid=grid, tile=self.tile * self.stride, stride=1,
-                                  padding=0)
-                    y[n, channels] = scatter_tiles(torch.relu(bn_eval(self.bn1, v, channels)), tiles, grid=grid,
-                                                   size=in_size)
-            inputs = nonskip[n].nonzero()[:, 0]
-            z = self.merged_inputs(y, n, inputs, reuse, mid)
-            if dense:
-                v = (F.conv2d(z[None], w2[:, inputs], **second)[0] if len(inputs)
-                     else xs.new_zeros(planes, *out_size))
-                h = torch.relu(bn_eval(self.bn2, v)) * pixels[n]
-                out[n] = bn_eval(self.bn3, F.conv2d(h[None], w3)[0]) * pixels[n]
-            else:
-                v = (tile_conv(z, w2[:, inputs], tiles, grid=grid, tile=self.tile, **second) if len(inputs)
-                     else xs.new_zeros(len(tiles), planes, self.tile, self.tile))
-                h = torch.relu(bn_eval(self.bn2, v))
-                out[n] = scatter_tiles(bn_eval(self.bn3, F.conv2d(h, w3)), tiles, grid=grid, size=out_size)
-        return out
+        (w1, b1), (w2, b2), (w3, b3) = (fold_bn(self.conv1, self.bn1), fold_bn(self.conv2, self.bn2),
+                                        fold_bn(self.conv3, self.bn3))
+        tiles, dense = conv_frames(plan, xs, w1, b1, tile=self.tile * self.stride, stride=1, padding=0,
+                                   outputs=frame_channels_list(need))
+        y = assemble(plan, tiles, dense, channels=w1.shape[0], size=in_size, pixels=mid).relu_()
+        tiles, dense = conv_frames(plan, self.merge(y, onehot, mid), w2, b2, tile=self.tile,
+                                   inputs=frame_channels_list(nonskip), **_geometry(self.conv2))
+        if tiles is not None:
+            tiles = F.conv2d(tiles.relu_(), w3, b3)
+        if dense is not None:
+            dense = F.conv2d(dense.relu_() * pixels[list(plan.dense)], w3, b3)
+        return assemble(plan, tiles, dense, channels=w3.shape[0], size=out_size, pixels=pixels)

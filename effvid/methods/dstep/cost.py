@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from effvid.methods.dstep.policy import next_frame
 from effvid.methods.dstep.settings import COMPUTE, REUSE, SKIP
+from effvid.methods.dstep.sparse import runs_dense
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ def executed_macs(terms: Sequence[ConvTerm], mask: Tensor, onehot: Tensor, *, ti
                   map_pixels: dict[str, int], dense_above: float, num_frames: int, static: int) -> Tensor:
     """What the inference path executes per frame ``(N,)``, float64 (module docstring)."""
     active = mask.detach().flatten(1).sum(dim=1).to(torch.float64)
-    dense = active > dense_above * mask[0].numel()
+    dense = runs_dense(active, mask[0].numel(), dense_above)
     positions = {where: torch.where(dense, float(map_pixels[where]), active * pixels)
                  for where, pixels in tile_pixels.items()}
     counts = {k: v.to(torch.float64) for k, v in channel_counts(onehot.detach().to(torch.float64), num_frames).items()}

@@ -1,14 +1,17 @@
 """Tile-sparse convolution: run a convolution only on the active tiles of its output.
 
-SBNet's recipe in plain PyTorch: every active output tile's input window (the tile plus its
-halo, ``(tile - 1) * stride + kernel`` pixels a side) is gathered from the zero-padded input
-into one batch of patches (a zero-copy ``unfold`` view, then one index), a single dense
-``conv2d`` without padding turns each patch into exactly its ``tile x tile`` output, and the
-results are scattered back into a zero map. Each active output pixel sees exactly the input
-the dense convolution would have given it, so the active tiles equal the dense convolution's
-(up to float summation order) and inactive tiles are zero; only ``active tiles * tile^2``
-output positions are executed. Partial tiles at the border are computed whole on the zero
-padding and cropped, so a tile always costs ``tile^2`` positions.
+SBNet's recipe in plain PyTorch, for all frames of a batch at once. A :class:`TilePlan` reads
+a tile mask ``(N, rows, cols)`` once: which frames run densely (:func:`runs_dense`), and the
+``(A, 3)`` frame/row/column indices of the active tiles of the others, frame by frame. Every
+active output tile's input window (the tile plus its halo, ``(tile - 1) * stride + kernel``
+pixels a side) is gathered from the zero-padded input into one batch of patches (a zero-copy
+``unfold`` view, then one index for every frame), a dense ``conv2d`` without padding turns each
+patch into exactly its ``tile x tile`` output, and one scatter puts every frame's tiles back
+into a zero map. Each active output pixel sees exactly the input the dense convolution would
+have given it, so the active tiles equal the dense convolution's (up to float summation order)
+and inactive tiles are zero; only ``active tiles * tile^2`` output positions are executed.
+Partial tiles at the border are computed whole on the zero padding and cropped, so a tile
+always costs ``tile^2`` positions.
 
 :func:`runs_dense` is the fallback rule: a frame with more than ``dense_above`` of its tiles
 active runs the plain dense convolution (every position) and is masked afterwards.
@@ -17,7 +20,10 @@ active runs the plain dense convolution (every position) and is masked afterward
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -33,56 +39,132 @@ def tiles_to_pixels(mask: Tensor, tile: int, height: int, width: int) -> Tensor:
     return pixels[:, :height, :width].unsqueeze(1)
 
 
-def active_tiles(mask: Tensor) -> Tensor:
-    """The ``(A, 2)`` row/column indices of the non-zero tiles of one frame's mask ``(rows, cols)``."""
-    return mask.nonzero()
-
-
-def runs_dense(active: int, total: int, dense_above: float) -> bool:
-    """Whether a frame with ``active`` of ``total`` tiles active runs densely (module docstring)."""
+def runs_dense(active: Tensor, total: int, dense_above: float) -> Tensor:
+    """Whether frames with ``active`` of ``total`` tiles active run densely (module docstring)."""
     return active > dense_above * total
-
-
-def gather_tiles(x: Tensor, tiles: Tensor, *, grid: tuple[int, int], tile: int, kernel: int, stride: int,
-                 padding: int) -> Tensor:
-    """The input windows ``(A, C, win, win)`` of output tiles ``tiles (A, 2)`` of a convolution.
-
-    ``x (C, H, W)`` is one frame's input; the convolution has a square ``kernel``, ``stride``
-    and zero ``padding``; its output is covered by ``grid`` tiles of side ``tile``. Each window
-    is ``win = (tile - 1) * stride + kernel`` pixels wide, halo included.
-    """
-    rows, cols = grid
-    win, step = (tile - 1) * stride + kernel, tile * stride
-    need_h, need_w = (rows * tile - 1) * stride + kernel, (cols * tile - 1) * stride + kernel
-    padded = F.pad(x, (padding, need_w - x.shape[-1] - padding, padding, need_h - x.shape[-2] - padding))
-    windows = padded.unfold(1, win, step).unfold(2, win, step)  # (C, rows, cols, win, win), a view
-    return windows.permute(1, 2, 0, 3, 4)[tiles[:, 0], tiles[:, 1]]
-
-
-def scatter_tiles(values: Tensor, tiles: Tensor, *, grid: tuple[int, int], size: tuple[int, int]) -> Tensor:
-    """A ``(C, H, W)`` map (``size``) holding ``values (A, C, tile, tile)`` at ``tiles``, zero elsewhere."""
-    rows, cols = grid
-    channels, tile = values.shape[1], values.shape[-1]
-    out = values.new_zeros(rows, cols, channels, tile, tile)
-    out[tiles[:, 0], tiles[:, 1]] = values
-    full = out.permute(2, 0, 3, 1, 4).reshape(channels, rows * tile, cols * tile)
-    return full[:, : size[0], : size[1]]
-
-
-def tile_conv(x: Tensor, weight: Tensor, tiles: Tensor, *, grid: tuple[int, int], tile: int, stride: int,
-              padding: int) -> Tensor:
-    """The convolution's output on the tiles ``tiles`` only: ``(A, C_out, tile, tile)``.
-
-    ``x (C, H, W)`` one frame, ``weight (C_out, C, k, k)``; one ``conv2d`` on the gathered
-    patches, no bias.
-    """
-    patches = gather_tiles(x, tiles, grid=grid, tile=tile, kernel=weight.shape[-1], stride=stride, padding=padding)
-    return F.conv2d(patches, weight, stride=stride)
 
 
 def output_size(height: int, width: int, *, kernel: int, stride: int, padding: int) -> tuple[int, int]:
     """The output ``(H, W)`` of a square convolution on a ``height x width`` input."""
     return (height + 2 * padding - kernel) // stride + 1, (width + 2 * padding - kernel) // stride + 1
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """How a tile mask ``(N, rows, cols)`` executes: ``tiles (A, 3)`` (frame, row, column) of
+    the active tiles of the frames on gathered tiles, frame by frame; ``spans`` ``(frame, start,
+    stop)`` into ``tiles`` for each such frame with at least one active tile; ``dense`` the frames
+    that run densely. Frames in neither execute nothing."""
+
+    frames: int
+    grid: tuple[int, int]
+    tiles: Tensor
+    spans: tuple[tuple[int, int, int], ...]
+    dense: tuple[int, ...]
+
+    @classmethod
+    def from_mask(cls, mask: Tensor, dense_above: float) -> TilePlan:
+        """The plan of ``mask`` (values 0 or 1) with the fallback fraction ``dense_above``."""
+        active = mask.flatten(1).sum(dim=1)
+        dense = runs_dense(active, mask[0].numel(), dense_above)
+        tiles = (mask.bool() & ~dense[:, None, None]).nonzero()
+        counts = torch.where(dense, 0, active.long()).tolist()
+        spans, start = [], 0
+        for frame, count in enumerate(counts):
+            if count:
+                spans.append((frame, start, start + count))
+                start += count
+        return cls(frames=mask.shape[0], grid=(mask.shape[1], mask.shape[2]), tiles=tiles, spans=tuple(spans),
+                   dense=tuple(dense.nonzero()[:, 0].tolist()))
+
+    def gather(self, x: Tensor, *, tile: int, kernel: int, stride: int, padding: int) -> Tensor:
+        """The input windows ``(A, C, win, win)`` of the planned tiles of a convolution on
+        ``x (N, C, H, W)`` (square ``kernel``, ``stride``, zero ``padding``) whose output is
+        covered by the plan's grid of tiles of side ``tile``; ``win = (tile - 1) * stride + kernel``."""
+        rows, cols = self.grid
+        win, step = (tile - 1) * stride + kernel, tile * stride
+        need_h, need_w = (rows * tile - 1) * stride + kernel, (cols * tile - 1) * stride + kernel
+        padded = F.pad(x, (padding, need_w - x.shape[-1] - padding, padding, need_h - x.shape[-2] - padding))
+        windows = padded.unfold(2, win, step).unfold(3, win, step)  # (N, C, rows, cols, win, win), a view
+        index = self.tiles
+        return windows.permute(0, 2, 3, 1, 4, 5)[index[:, 0], index[:, 1], index[:, 2]]
+
+    def scatter(self, values: Tensor, size: tuple[int, int]) -> Tensor:
+        """An ``(N, C, H, W)`` map (``size``) holding the planned tiles' ``values (A, C, tile,
+        tile)``, zero elsewhere (the dense frames included)."""
+        rows, cols = self.grid
+        channels, tile = values.shape[1], values.shape[-1]
+        out = values.new_zeros(self.frames, rows, cols, channels, tile, tile)
+        out[self.tiles[:, 0], self.tiles[:, 1], self.tiles[:, 2]] = values
+        full = out.permute(0, 3, 1, 4, 2, 5).reshape(self.frames, channels, rows * tile, cols * tile)
+        return full[:, :, : size[0], : size[1]]
+
+
+def _conv_into(out: Tensor, x: Tensor, weight: Tensor, bias: Tensor | None, *, outputs: Tensor | None,
+               inputs: Tensor | None, stride: int, padding: int) -> None:
+    """``out[:, outputs] = conv2d(x[:, inputs], weight[outputs][:, inputs]) + bias[outputs]``,
+    where ``None`` stands for every channel; an empty selection executes nothing."""
+    if outputs is not None:
+        if len(outputs) == 0:
+            return
+        weight, bias = weight[outputs], None if bias is None else bias[outputs]
+    if inputs is not None and len(inputs) == 0:
+        value = out.new_zeros(out.shape[0], weight.shape[0], *out.shape[2:])
+        if bias is not None:
+            value += bias[:, None, None]
+    else:
+        if inputs is not None:
+            x, weight = x[:, inputs], weight[:, inputs]
+        value = F.conv2d(x, weight, bias, stride=stride, padding=padding)
+    if outputs is None:
+        out.copy_(value)
+    else:
+        out[:, outputs] = value
+
+
+def conv_frames(plan: TilePlan, x: Tensor, weight: Tensor, bias: Tensor | None, *, tile: int, stride: int,
+                padding: int, outputs: Sequence[Tensor | None] | None = None,
+                inputs: Sequence[Tensor | None] | None = None) -> tuple[Tensor | None, Tensor | None]:
+    """A convolution of ``x (N, C, H, W)`` executed as ``plan`` says: the planned tiles' outputs
+    ``(A, C_out, tile, tile)`` (one gather for every frame) and the dense frames' full maps
+    ``(D, C_out, H_out, W_out)``, unmasked (``None`` where the plan has none).
+
+    Per frame ``n``, only the output channels ``outputs[n]`` are computed (the others stay zero)
+    from the input channels ``inputs[n]`` (the others must be zero, as skipped channels are);
+    ``None``, or no list at all, means every channel. Frames that select every channel share one
+    convolution.
+    """
+    channels, kernel = weight.shape[0], weight.shape[-1]
+    every = [None] * plan.frames
+    outputs, inputs = outputs or every, inputs or every
+    tiles = dense = None
+    if plan.spans:
+        patches = plan.gather(x, tile=tile, kernel=kernel, stride=stride, padding=padding)
+        if all(outputs[n] is None and inputs[n] is None for n, _, _ in plan.spans):
+            tiles = F.conv2d(patches, weight, bias, stride=stride)
+        else:
+            tiles = patches.new_zeros(len(patches), channels, tile, tile)
+            for n, start, stop in plan.spans:
+                _conv_into(tiles[start:stop], patches[start:stop], weight, bias, outputs=outputs[n], inputs=inputs[n],
+                           stride=stride, padding=0)
+    if plan.dense:
+        size = output_size(x.shape[-2], x.shape[-1], kernel=kernel, stride=stride, padding=padding)
+        dense = x.new_zeros(len(plan.dense), channels, *size)
+        for i, n in enumerate(plan.dense):
+            _conv_into(dense[i : i + 1], x[n : n + 1], weight, bias, outputs=outputs[n], inputs=inputs[n],
+                       stride=stride, padding=padding)
+    return tiles, dense
+
+
+def assemble(plan: TilePlan, tiles: Tensor | None, dense: Tensor | None, *, channels: int, size: tuple[int, int],
+             pixels: Tensor) -> Tensor:
+    """The ``(N, channels, H, W)`` map (``size``) of :func:`conv_frames`'s outputs: the planned
+    tiles scattered, the dense frames masked by their ``pixels (N, 1, H, W)``, zero elsewhere."""
+    out = plan.scatter(tiles, size) if tiles is not None else pixels.new_zeros(plan.frames, channels, *size)
+    if dense is not None:
+        frames = list(plan.dense)
+        out[frames] = dense * pixels[frames]
+    return out
 
 
 def sparse_conv2d(x: Tensor, weight: Tensor, mask: Tensor, *, tile: int, stride: int = 1, padding: int = 0,
@@ -92,29 +174,20 @@ def sparse_conv2d(x: Tensor, weight: Tensor, mask: Tensor, *, tile: int, stride:
     ``x (N, C, H, W)``; frames with no active tile execute nothing, frames with more than
     ``dense_above`` of their tiles active run the dense convolution and are masked.
     """
-    height, width = output_size(x.shape[-2], x.shape[-1], kernel=weight.shape[-1], stride=stride, padding=padding)
-    grid = tile_grid(height, width, tile)
+    size = output_size(x.shape[-2], x.shape[-1], kernel=weight.shape[-1], stride=stride, padding=padding)
+    grid = tile_grid(*size, tile)
     if tuple(mask.shape[1:]) != grid:
-        raise ValueError(f"mask grid {tuple(mask.shape[1:])} does not cover a {height}x{width} output in "
+        raise ValueError(f"mask grid {tuple(mask.shape[1:])} does not cover a {size[0]}x{size[1]} output in "
                          f"tiles of {tile} (expected {grid})")
-    out = x.new_zeros(x.shape[0], weight.shape[0], height, width)
-    for n in range(x.shape[0]):
-        tiles = active_tiles(mask[n])
-        if len(tiles) == 0:
-            continue
-        if runs_dense(len(tiles), grid[0] * grid[1], dense_above):
-            dense = F.conv2d(x[n : n + 1], weight, stride=stride, padding=padding)[0]
-            out[n] = dense * tiles_to_pixels(mask[n : n + 1].to(x.dtype), tile, height, width)[0]
-        else:
-            values = tile_conv(x[n], weight, tiles, grid=grid, tile=tile, stride=stride, padding=padding)
-            out[n] = scatter_tiles(values, tiles, grid=grid, size=(height, width))
-    return out
+    mask = mask.to(x.dtype)
+    plan = TilePlan.from_mask(mask, dense_above)
+    tiles, dense = conv_frames(plan, x, weight, None, tile=tile, stride=stride, padding=padding)
+    return assemble(plan, tiles, dense, channels=weight.shape[0], size=size, pixels=tiles_to_pixels(mask, tile, *size))
 
 
 def masked_conv2d(x: Tensor, weight: Tensor, mask: Tensor, *, tile: int, stride: int,
-                      padding: int) -> Tensor:
+                  padding: int) -> Tensor:
     """What :func:`sparse_conv2d` computes, densely: the dense convolution times the pixel mask (the
     training path, and the reference the sparse one is tested against)."""
     dense = F.conv2d(x, weight, stride=stride, padding=padding)
     return dense * tiles_to_pixels(mask.to(x.dtype), tile, dense.shape[-2], dense.shape[-1])
-

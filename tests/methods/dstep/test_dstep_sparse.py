@@ -6,7 +6,15 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from effvid.methods.dstep.sparse import masked_conv2d, sparse_conv2d, tile_grid, tiles_to_pixels
+from effvid.methods.dstep.sparse import (
+    TilePlan,
+    assemble,
+    conv_frames,
+    masked_conv2d,
+    sparse_conv2d,
+    tile_grid,
+    tiles_to_pixels,
+)
 
 
 def _case(size: int, stride: int, tile: int, channels: int = 5, frames: int = 3, dtype=torch.float64):
@@ -57,3 +65,35 @@ def test_a_nearly_full_frame_falls_back_to_the_dense_convolution():
         out = sparse_conv2d(x, weight, mask, tile=4, padding=1, dense_above=0.9)
     assert counter.get_total_flops() // 2 == 16 * 16 * 5 * 7 * 9
     assert torch.allclose(out, masked_conv2d(x, weight, mask, tile=4, stride=1, padding=1), atol=1e-5)
+
+
+def test_a_tile_plan_lists_every_sparse_frames_tiles_once_and_the_dense_frames_apart():
+    mask = torch.zeros(4, 2, 3)
+    mask[0, 0, 1] = mask[0, 1, 2] = 1.0  # 2 of 6 tiles: gathered
+    mask[2] = 1.0  # every tile: dense
+    mask[3, 1, 0] = 1.0  # 1 tile: gathered; frame 1 has none and executes nothing
+    plan = TilePlan.from_mask(mask, dense_above=0.5)
+    assert plan.dense == (2,) and plan.spans == ((0, 0, 2), (3, 2, 3))
+    assert plan.tiles.tolist() == [[0, 0, 1], [0, 1, 2], [3, 1, 0]]
+
+
+def test_per_frame_channel_selections_compute_only_those_channels():
+    x, weight, mask = _case(16, 1, 4, channels=4)
+    mask[0, 1, :2] = True
+    plan = TilePlan.from_mask(mask.double(), dense_above=1.0)
+    outputs = [torch.tensor([0, 3]), None, torch.tensor([], dtype=torch.long)]
+    inputs = [torch.tensor([1, 2]), torch.tensor([0]), None]
+    with FlopCounterMode(display=False) as counter:
+        tiles, dense = conv_frames(plan, x, weight, None, tile=4, stride=1, padding=1, outputs=outputs, inputs=inputs)
+    out = assemble(plan, tiles, dense, channels=7, size=(16, 16), pixels=tiles_to_pixels(mask.double(), 4, 16, 16))
+    active = mask.flatten(1).sum(dim=1).tolist()
+    assert counter.get_total_flops() // 2 == 16 * 9 * (active[0] * 2 * 2 + active[1] * 7 * 1)
+    for n, (outs, ins) in enumerate(zip(outputs, inputs)):
+        kept = torch.zeros_like(x[n : n + 1])
+        ins = torch.arange(4) if ins is None else ins
+        kept[:, ins] = x[n : n + 1, ins]
+        expected = masked_conv2d(kept, weight, mask[n : n + 1], tile=4, stride=1, padding=1)[0]
+        chosen = torch.zeros(7, dtype=torch.bool)
+        chosen[torch.arange(7) if outs is None else outs] = True
+        assert torch.allclose(out[n, chosen], expected[chosen], rtol=0, atol=1e-12)
+        assert torch.equal(out[n, ~chosen], torch.zeros_like(out[n, ~chosen]))
