@@ -69,9 +69,11 @@ class BlockRecord:
 
 
 def fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
-    """``conv``'s weight and a bias with the inference BatchNorm ``bn`` folded in."""
+    """``conv``'s weight (contiguous: a frame's channels are sliced from it) and a bias with the
+    inference BatchNorm ``bn`` folded in."""
     scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-    return conv.weight * scale[:, None, None, None], bn.bias - bn.running_mean * scale
+    weight = conv.weight * scale[:, None, None, None]
+    return weight.contiguous(), bn.bias - bn.running_mean * scale
 
 
 def frame_channels_list(select: Tensor) -> list[Tensor | None]:
@@ -108,6 +110,19 @@ class DStepBlock(TemporalShiftMixin, nn.Module):
         self.policy = ChannelPolicy(self.in_channels, planes, hidden=settings.hidden, actions=settings.actions,
                                     tau=settings.tau, compute_bias=settings.compute_bias)
         self.last: BlockRecord | None = None
+        self._folded: dict[str, tuple[tuple[int, ...], tuple[Tensor, Tensor]]] = {}
+
+    def folded(self, conv_name: str, bn_name: str) -> tuple[Tensor, Tensor]:
+        """:func:`fold_bn` of two of this block's modules, kept until any of their tensors
+        changes (an optimiser step or a loaded state dict bumps its version)."""
+        conv, bn = self.get_submodule(conv_name), self.get_submodule(bn_name)
+        tensors = (conv.weight, bn.weight, bn.bias, bn.running_mean, bn.running_var)
+        key = tuple(v for t in tensors for v in (id(t), t._version, t.data_ptr()))
+        cached = self._folded.get(conv_name)
+        if cached is None or cached[0] != key:
+            cached = key, fold_bn(conv, bn)
+            self._folded[conv_name] = cached
+        return cached[1]
 
     @property
     def stride(self) -> int:
@@ -186,6 +201,14 @@ class DStepBlock(TemporalShiftMixin, nn.Module):
         reuse = onehot[..., REUSE, None, None]
         return y * compute + previous_frame(y, self.num_segments) * reuse * pixels
 
+    def sparse_merge(self, y: Tensor, onehot: Tensor, pixels: Tensor) -> Tensor:
+        """:meth:`merge` on the sparse path's ``y``, which holds the needed channels only (the
+        others are zero): ``y`` itself when no frame reuses a channel, since then every needed
+        channel is a computed one."""
+        if not bool(onehot[..., REUSE].any()):
+            return y
+        return self.merge(y, onehot, pixels)
+
     def frame_channels(self, onehot: Tensor) -> tuple[Tensor, Tensor]:
         """Hard per-frame ``need`` and ``nonskip`` channel masks ``(N, C)`` (bool)."""
         actions = onehot.argmax(dim=-1)
@@ -215,11 +238,11 @@ class DStepBasicBlock(DStepBlock):
         need, nonskip = self.frame_channels(onehot)
         plan = TilePlan.from_mask(mask, self.dense_above)
         pixels = tiles_to_pixels(mask, self.tile, *out_size)
-        (w1, b1), (w2, b2) = fold_bn(self.conv1, self.bn1), fold_bn(self.conv2, self.bn2)
+        (w1, b1), (w2, b2) = self.folded("conv1", "bn1"), self.folded("conv2", "bn2")
         tiles, dense = conv_frames(plan, xs, w1, b1, tile=self.tile, outputs=frame_channels_list(need),
                                    **_geometry(self.conv1))
         y = assemble(plan, tiles, dense, channels=w1.shape[0], size=out_size, pixels=pixels).relu_()
-        tiles, dense = conv_frames(plan, self.merge(y, onehot, pixels), w2, b2, tile=self.tile, stride=1, padding=1,
+        tiles, dense = conv_frames(plan, self.sparse_merge(y, onehot, pixels), w2, b2, tile=self.tile, stride=1, padding=1,
                                    inputs=frame_channels_list(nonskip))
         return assemble(plan, tiles, dense, channels=w2.shape[0], size=out_size, pixels=pixels)
 
@@ -252,12 +275,12 @@ class DStepBottleneck(DStepBlock):
         plan = TilePlan.from_mask(mask, self.dense_above)
         mid = tiles_to_pixels(mask, self.tile * self.stride, *in_size)
         pixels = tiles_to_pixels(mask, self.tile, *out_size)
-        (w1, b1), (w2, b2), (w3, b3) = (fold_bn(self.conv1, self.bn1), fold_bn(self.conv2, self.bn2),
-                                        fold_bn(self.conv3, self.bn3))
+        (w1, b1), (w2, b2), (w3, b3) = (self.folded("conv1", "bn1"), self.folded("conv2", "bn2"),
+                                        self.folded("conv3", "bn3"))
         tiles, dense = conv_frames(plan, xs, w1, b1, tile=self.tile * self.stride, stride=1, padding=0,
                                    outputs=frame_channels_list(need))
         y = assemble(plan, tiles, dense, channels=w1.shape[0], size=in_size, pixels=mid).relu_()
-        tiles, dense = conv_frames(plan, self.merge(y, onehot, mid), w2, b2, tile=self.tile,
+        tiles, dense = conv_frames(plan, self.sparse_merge(y, onehot, mid), w2, b2, tile=self.tile,
                                    inputs=frame_channels_list(nonskip), **_geometry(self.conv2))
         if tiles is not None:
             tiles = F.conv2d(tiles.relu_(), w3, b3)

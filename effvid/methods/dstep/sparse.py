@@ -91,13 +91,27 @@ class TilePlan:
 
     def scatter(self, values: Tensor, size: tuple[int, int]) -> Tensor:
         """An ``(N, C, H, W)`` map (``size``) holding the planned tiles' ``values (A, C, tile,
-        tile)``, zero elsewhere (the dense frames included)."""
+        tile)``, zero elsewhere (the dense frames included), in the memory format of ``values``."""
         rows, cols = self.grid
         channels, tile = values.shape[1], values.shape[-1]
+        index = self.tiles[:, 0], self.tiles[:, 1], self.tiles[:, 2]
+        if memory_format(values) == torch.channels_last:
+            out = values.new_zeros(self.frames, rows, cols, tile, tile, channels)
+            out[index] = values.permute(0, 2, 3, 1)
+            full = out.permute(0, 1, 3, 2, 4, 5).reshape(self.frames, rows * tile, cols * tile, channels)
+            return full[:, : size[0], : size[1]].permute(0, 3, 1, 2)
         out = values.new_zeros(self.frames, rows, cols, channels, tile, tile)
-        out[self.tiles[:, 0], self.tiles[:, 1], self.tiles[:, 2]] = values
+        out[index] = values
         full = out.permute(0, 3, 1, 4, 2, 5).reshape(self.frames, channels, rows * tile, cols * tile)
         return full[:, :, : size[0], : size[1]]
+
+
+def memory_format(x: Tensor) -> torch.memory_format:
+    """``channels_last`` for a 4D tensor laid out that way (and not also contiguous), else
+    ``contiguous_format``: the layout a block's maps keep through the sparse path."""
+    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
 
 
 def _conv_into(out: Tensor, x: Tensor, weight: Tensor, bias: Tensor | None, *, outputs: Tensor | None,
@@ -107,19 +121,19 @@ def _conv_into(out: Tensor, x: Tensor, weight: Tensor, bias: Tensor | None, *, o
     if outputs is not None:
         if len(outputs) == 0:
             return
-        weight, bias = weight[outputs], None if bias is None else bias[outputs]
+        weight, bias = weight.index_select(0, outputs), None if bias is None else bias.index_select(0, outputs)
     if inputs is not None and len(inputs) == 0:
         value = out.new_zeros(out.shape[0], weight.shape[0], *out.shape[2:])
         if bias is not None:
             value += bias[:, None, None]
     else:
         if inputs is not None:
-            x, weight = x[:, inputs], weight[:, inputs]
+            x, weight = x.index_select(1, inputs), weight.index_select(1, inputs)
         value = F.conv2d(x, weight, bias, stride=stride, padding=padding)
     if outputs is None:
         out.copy_(value)
     else:
-        out[:, outputs] = value
+        out.index_copy_(1, outputs, value)
 
 
 def conv_frames(plan: TilePlan, x: Tensor, weight: Tensor, bias: Tensor | None, *, tile: int, stride: int,
@@ -149,7 +163,8 @@ def conv_frames(plan: TilePlan, x: Tensor, weight: Tensor, bias: Tensor | None, 
                            stride=stride, padding=0)
     if plan.dense:
         size = output_size(x.shape[-2], x.shape[-1], kernel=kernel, stride=stride, padding=padding)
-        dense = x.new_zeros(len(plan.dense), channels, *size)
+        dense = torch.empty(len(plan.dense), channels, *size, dtype=x.dtype, device=x.device,
+                            memory_format=memory_format(x)).zero_()
         for i, n in enumerate(plan.dense):
             _conv_into(dense[i : i + 1], x[n : n + 1], weight, bias, outputs=outputs[n], inputs=inputs[n],
                        stride=stride, padding=padding)
@@ -160,10 +175,15 @@ def assemble(plan: TilePlan, tiles: Tensor | None, dense: Tensor | None, *, chan
              pixels: Tensor) -> Tensor:
     """The ``(N, channels, H, W)`` map (``size``) of :func:`conv_frames`'s outputs: the planned
     tiles scattered, the dense frames masked by their ``pixels (N, 1, H, W)``, zero elsewhere."""
-    out = plan.scatter(tiles, size) if tiles is not None else pixels.new_zeros(plan.frames, channels, *size)
+    if tiles is not None:
+        out = plan.scatter(tiles, size)
+    else:
+        layout = memory_format(dense) if dense is not None else torch.contiguous_format
+        out = torch.empty(plan.frames, channels, *size, dtype=pixels.dtype, device=pixels.device,
+                          memory_format=layout).zero_()
     if dense is not None:
-        frames = list(plan.dense)
-        out[frames] = dense * pixels[frames]
+        frames = torch.tensor(plan.dense, device=out.device)
+        out.index_copy_(0, frames, dense * pixels.index_select(0, frames))
     return out
 
 

@@ -95,6 +95,29 @@ def test_sparse_inference_equals_the_masked_computation_for_the_same_decisions(k
     assert (sparse - masked).abs().max() <= 1e-10
 
 
+@pytest.mark.parametrize("kind", [BasicBlock, Bottleneck])
+def test_sparse_inference_without_reuse_equals_the_masked_computation(kind):
+    block = _block(kind, 8, 4 if kind is Bottleneck else 8, 1, frames=4)
+    x = torch.randn(4, 8, 8, 8, dtype=torch.float64)
+    mask = (torch.rand(4, 4, 4) > 0.3).to(torch.float64)
+    onehot = _onehot([[C, S, C, S] * (block.policy.channels // 4)] * 4)  # no frame reuses: the merge is the identity
+    with torch.no_grad():
+        assert (block.sparse(x, mask, onehot, (8, 8)) - block.masked(x, mask, onehot, (8, 8))).abs().max() <= 1e-10
+
+
+def test_sparse_inference_follows_batchnorm_statistics_changed_in_place():
+    block = _block(BasicBlock, 4, 4, 1, frames=4)
+    x = torch.randn(4, 4, 16, 16, dtype=torch.float64)
+    mask = torch.ones(4, 8, 8, dtype=torch.float64)
+    onehot = _onehot(DECISIONS)
+    with torch.no_grad():
+        before = block.sparse(x, mask, onehot, (16, 16))
+        block.bn2.running_mean.add_(1.0)  # what a training step or load_state_dict does: same tensor, new values
+        after = block.sparse(x, mask, onehot, (16, 16))
+        assert not torch.allclose(before, after)
+        assert (after - block.masked(x, mask, onehot, (16, 16))).abs().max() <= 1e-10
+
+
 def test_eq2_and_the_executed_count_match_a_hand_count():
     block = _block(BasicBlock, 4, 4, 1, frames=2)
     mask = torch.tensor([[[1.0, 0.0], [0.0, 1.0]], [[1.0, 1.0], [1.0, 0.0]]], dtype=torch.float64)
