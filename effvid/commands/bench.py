@@ -68,7 +68,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--repeats", type=positive_int, default=5, help="timed forwards per batch size (default 5)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed forwards before timing (default 1)")
     parser.add_argument("--per-layer", action="store_true",
-                        help="also split the batch-1 forward time and the GMACs over the leaf conv/linear layers")
+                        help="also split the batch-1 forward time and the GMACs over the conv/linear layers "
+                             "(a dynamic layer or block as one)")
     parser.add_argument("--frames", type=positive_int, help="clip frames T")
     parser.add_argument("--size", type=positive_int, help="crop size S for training and testing (input S x S); "
                         "without it, the spec's test crop")

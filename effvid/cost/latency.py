@@ -14,8 +14,9 @@ One timer serves ``effvid bench``, PAS's latency column and the scripts in ``ben
 * :func:`time_clips` times a dynamic model on real clips, one at a time, beside the cost each
   clip reported (``ModelOutput.cost``); :func:`compare_on_clips` times several models on the
   same clips, interleaved clip by clip, for savings measured as ratios in one run;
-* :func:`time_layers` splits the measured forward time over the leaf conv and linear layers
-  (forward pre/post hooks), and :func:`layer_table` sets it beside their share of the GMACs;
+* :func:`time_layers` splits the measured forward time over the layers of :func:`leaf_layers`
+  (leaf conv and linear modules, and a method's dynamic layers as wholes; forward pre/post
+  hooks), and :func:`layer_table` sets it beside their share of the GMACs;
 * :func:`machine_load`, :func:`competing` and :func:`load_record` record the 1-minute load
   average before and after a measurement and say when another process competed;
   :class:`CpuWatch` also measures the cores other processes kept busy during it, which the
@@ -50,7 +51,7 @@ COMPETING_MARGIN = 0.5
 COMPETING_WARNING = "another process competed, the figures are not quiet-machine figures"
 
 OTHER_OPS = "(other ops)"
-"""The row of :func:`layer_table` holding what no leaf conv or linear layer accounts for."""
+"""The row of :func:`layer_table` holding what no layer of :func:`leaf_layers` accounts for."""
 
 LEAF_LAYER_TYPES: tuple[type[nn.Module], ...] = (nn.modules.conv._ConvNd, nn.Linear)
 
@@ -341,14 +342,23 @@ def saving_ratio(*, latency: float, base_latency: float, gmacs: float, base_gmac
 
 
 def leaf_layers(model: nn.Module) -> dict[str, nn.Module]:
-    """The leaf conv and linear modules of ``model`` by dotted name (the layers cost is counted in)."""
-    return {name: module for name, module in model.named_modules()
-            if name and isinstance(module, LEAF_LAYER_TYPES) and not any(True for _ in module.children())}
+    """The layers of ``model`` that cost and time are split over, by dotted name: its leaf conv
+    and linear modules, and every module that sets ``cost_layer = True`` (a method's dynamic
+    layer or block, which runs its convolutions itself with weights it slices or folds: its
+    gate, policy or rebuild count as part of it). A layer never lies inside another."""
+    layers: dict[str, nn.Module] = {}
+    for name, module in model.named_modules():  # parents before their children
+        if not name or any(name.startswith(f"{outer}.") for outer in layers):
+            continue
+        leaf = isinstance(module, LEAF_LAYER_TYPES) and not any(True for _ in module.children())
+        if leaf or getattr(module, "cost_layer", False):
+            layers[name] = module
+    return layers
 
 
 @dataclass
 class LayerTimes:
-    """Forward time split over leaf layers: ``layers`` seconds per module (all calls, all runs),
+    """Forward time split over :func:`leaf_layers`: ``layers`` seconds per module (all calls, all runs),
     ``total`` seconds of the whole forwards, ``runs`` forwards timed."""
 
     layers: dict[str, float]
@@ -359,11 +369,11 @@ class LayerTimes:
 
 def time_layers(model: nn.Module, inputs: Sequence[Tensor], *, forward: Callable[[Tensor], Any] | None = None,
                 repeats: int = 1, warmup: int = 1, device: torch.device | str = "cpu") -> LayerTimes:
-    """Seconds spent in each leaf conv/linear layer of ``model`` and in its whole forward.
+    """Seconds spent in each layer of ``model`` (:func:`leaf_layers`) and in its whole forward.
 
     Every input runs ``repeats`` times (after ``warmup`` untimed runs of the first) through
     ``forward`` (default ``model``); forward pre/post hooks read :func:`time.perf_counter` around
-    each leaf layer's call (synchronising CUDA first on a CUDA device). The leaf times are parts
+    each layer's call (synchronising CUDA first on a CUDA device). The layer times are parts
     of ``total``; what they leave (BatchNorm, activations, pooling, Python) is ``total - sum``.
     """
     if repeats < 1 or not inputs:
@@ -416,7 +426,7 @@ def time_layers(model: nn.Module, inputs: Sequence[Tensor], *, forward: Callable
 def executed_layer_gmacs(model: nn.Module, inputs: Sequence[Tensor], *,
                          forward: Callable[[Tensor], Any] | None = None,
                          device: torch.device | str = "cpu") -> tuple[dict[str, float], float]:
-    """Mean GMACs per input that each leaf conv/linear layer executed, and the mean total.
+    """Mean GMACs per input that each layer (:func:`leaf_layers`) executed, and the mean total.
 
     Counted with :class:`~torch.utils.flop_counter.FlopCounterMode` on real forwards (the
     convention of :mod:`effvid.cost.executed`), for models whose work depends on the input.
@@ -448,8 +458,8 @@ def static_layer_gmacs(rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
 
 def layer_table(times: LayerTimes, gmacs: Mapping[str, float], total_gmacs: float,
                 types: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
-    """One row per leaf layer with its GMACs and time and their shares, plus :data:`OTHER_OPS`
-    (the GMACs and time no leaf layer accounts for), sorted by time, longest first.
+    """One row per layer with its GMACs and time and their shares, plus :data:`OTHER_OPS`
+    (the GMACs and time no layer accounts for), sorted by time, longest first.
 
     Both share columns sum to 1: the GMACs over ``total_gmacs``, the times over ``times.total``.
     Times are in ms per forward (the sums over all timed runs divided by ``times.runs``).

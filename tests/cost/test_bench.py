@@ -23,7 +23,9 @@ from effvid.cost.latency import (
     CpuWatch,
     LayerTimes,
     competing,
+    executed_layer_gmacs,
     layer_table,
+    leaf_layers,
     load_record,
     machine_load,
     static_layer_gmacs,
@@ -199,3 +201,16 @@ def test_a_dynamic_checkpoint_is_timed_on_real_clips_beside_its_reported_cost(to
 
     batched = effvid("bench", str(stem), "--batch", "8", env=env, cwd=stem.parent)
     assert batched.returncode == 2 and "batch 1" in batched.stderr and batched.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize(("method", "name"), [("vared2", "r2plus1d_18"), ("dstep", "tsm_r18")])
+def test_a_dynamic_models_layers_hold_all_its_convolution_work(method, name):
+    spec = default_spec(name, num_classes=5, crop_size=32, num_frames=4, width_mult=0.25,
+                        method=MethodSpec(method, {}))
+    model = create_from_spec(spec).eval()
+    layers = leaf_layers(model)
+    assert not any(a.startswith(f"{b}.") for a in layers for b in layers)  # no layer inside another
+    per_layer, total = executed_layer_gmacs(model, [torch.randn(1, 3, 4, 32, 32)])
+    kinds = {type(module).__name__ for module in layers.values()}
+    assert {"DynamicConv3d", "DStepBasicBlock"} & kinds
+    assert sum(per_layer.values()) == pytest.approx(total, rel=1e-9)  # every MAC lies in a layer, none in OTHER

@@ -91,6 +91,9 @@ def _geometry(conv: nn.Conv2d) -> dict[str, int]:
 class DStepBlock(TemporalShiftMixin, nn.Module):
     """What both blocks share: shortcut, shift, mask, policy, costs (module docstring)."""
 
+    cost_layer = True
+    """Per-layer splits (:func:`effvid.cost.latency.leaf_layers`) count it as one layer: its
+    sparse path runs folded weights, not its convolution modules."""
     strided: nn.Conv2d
     terms: tuple[ConvTerm, ...]
 

@@ -52,6 +52,9 @@ Triple = tuple[int, int, int]
 class DynamicConv3d(nn.Module):
     """A VA-RED2 convolution with its gate and cheap rebuilds (module docstring)."""
 
+    cost_layer = True
+    """Per-layer splits (:func:`effvid.cost.latency.leaf_layers`) count it as one layer."""
+
     def __init__(self, *, in_channels: int, out_channels: int, kernel_size: Triple, stride: Triple = (1, 1, 1),
                  padding: Triple = (0, 0, 0), dilation: Triple = (1, 1, 1), bias: bool = False, in_frames: int,
                  temporal_choices: int = 2, channel_choices: int = 2, hidden: int = 32, cheap_kernel: int = 3,
