@@ -173,12 +173,10 @@ class DStepBlock(TemporalShiftMixin, nn.Module):
         mask = self.mask(xs, out_size)
         pooled = (xs * tiles_to_pixels(mask, self.tile * self.stride, *in_size)).mean(dim=(2, 3))
         onehot = self.policy(pooled, self.num_segments)
-        if self.training or self.executor == "masked":
-            branch = self.masked(xs, mask, onehot, out_size)
-        else:
-            branch = self.sparse(xs, mask, onehot, out_size)
         self.last = self.record(mask, onehot, in_size, out_size)
-        return self.relu(branch + identity)
+        if self.training or self.executor == "masked":
+            return self.relu(self.masked(xs, mask, onehot, out_size) + identity)
+        return self.sparse(xs, mask, onehot, out_size).add_(identity).relu_()  # its own fresh map
 
     def record(self, mask: Tensor, onehot: Tensor, in_size: tuple[int, int], out_size: tuple[int, int]) -> BlockRecord:
         static = self.static_macs(in_size, out_size)

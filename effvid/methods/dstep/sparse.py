@@ -4,10 +4,10 @@ SBNet's recipe in plain PyTorch, for all frames of a batch at once. A :class:`Ti
 a tile mask ``(N, rows, cols)`` once: which frames run densely (:func:`runs_dense`), and the
 ``(A, 3)`` frame/row/column indices of the active tiles of the others, frame by frame. Every
 active output tile's input window (the tile plus its halo, ``(tile - 1) * stride + kernel``
-pixels a side) is gathered from the zero-padded input into one batch of patches (a zero-copy
-``unfold`` view, then one index for every frame), a dense ``conv2d`` without padding turns each
-patch into exactly its ``tile x tile`` output, and one scatter puts every frame's tiles back
-into a zero map. Each active output pixel sees exactly the input the dense convolution would
+pixels a side) is gathered from the input into one batch of patches (one index for every
+frame, positions in the zero padding zeroed: no padded copy of the map), a dense ``conv2d``
+without padding turns each patch into exactly its ``tile x tile`` output, and one scatter puts
+every frame's tiles straight into a zero map. Each active output pixel sees exactly the input the dense convolution would
 have given it, so the active tiles equal the dense convolution's (up to float summation order)
 and inactive tiles are zero; only ``active tiles * tile^2`` output positions are executed.
 Partial tiles at the border are computed whole on the zero padding and cropped, so a tile
@@ -19,6 +19,7 @@ active runs the plain dense convolution (every position) and is masked afterward
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -54,13 +55,15 @@ class TilePlan:
     """How a tile mask ``(N, rows, cols)`` executes: ``tiles (A, 3)`` (frame, row, column) of
     the active tiles of the frames on gathered tiles, frame by frame; ``spans`` ``(frame, start,
     stop)`` into ``tiles`` for each such frame with at least one active tile; ``dense`` the frames
-    that run densely. Frames in neither execute nothing."""
+    that run densely; ``every_tile`` whether every tile of every frame is active. Frames in
+    neither list execute nothing."""
 
     frames: int
     grid: tuple[int, int]
     tiles: Tensor
     spans: tuple[tuple[int, int, int], ...]
     dense: tuple[int, ...]
+    every_tile: bool
 
     @classmethod
     def from_mask(cls, mask: Tensor, dense_above: float) -> TilePlan:
@@ -75,19 +78,28 @@ class TilePlan:
                 spans.append((frame, start, start + count))
                 start += count
         return cls(frames=mask.shape[0], grid=(mask.shape[1], mask.shape[2]), tiles=tiles, spans=tuple(spans),
-                   dense=tuple(dense.nonzero()[:, 0].tolist()))
+                   dense=tuple(dense.nonzero()[:, 0].tolist()), every_tile=bool(mask.bool().all()))
 
     def gather(self, x: Tensor, *, tile: int, kernel: int, stride: int, padding: int) -> Tensor:
         """The input windows ``(A, C, win, win)`` of the planned tiles of a convolution on
         ``x (N, C, H, W)`` (square ``kernel``, ``stride``, zero ``padding``) whose output is
-        covered by the plan's grid of tiles of side ``tile``; ``win = (tile - 1) * stride + kernel``."""
+        covered by the plan's grid of tiles of side ``tile``; ``win = (tile - 1) * stride + kernel``.
+
+        Reads only the windows: each tile's rows and columns index ``x`` directly (clamped to the
+        map), and the positions that fall outside it (the zero padding) are zeroed, so no padded
+        copy of the whole map is made. A channels-last ``x`` gives channels-last windows."""
         rows, cols = self.grid
-        win, step = (tile - 1) * stride + kernel, tile * stride
-        need_h, need_w = (rows * tile - 1) * stride + kernel, (cols * tile - 1) * stride + kernel
-        padded = F.pad(x, (padding, need_w - x.shape[-1] - padding, padding, need_h - x.shape[-2] - padding))
-        windows = padded.unfold(2, win, step).unfold(3, win, step)  # (N, C, rows, cols, win, win), a view
-        index = self.tiles
-        return windows.permute(0, 2, 3, 1, 4, 5)[index[:, 0], index[:, 1], index[:, 2]]
+        height, width = x.shape[-2], x.shape[-1]
+        row_index, row_valid = window_index(rows, tile, stride, kernel, padding, height, x.device)
+        col_index, col_valid = window_index(cols, tile, stride, kernel, padding, width, x.device)
+        r, c = self.tiles[:, 1], self.tiles[:, 2]
+        frames = self.tiles[:, 0, None, None]
+        windows = x[frames, :, row_index[r][:, :, None], col_index[c][:, None, :]]  # (A, win, win, C)
+        if row_valid is not None or col_valid is not None:
+            inside = ((row_valid[r][:, :, None] if row_valid is not None else True)
+                      & (col_valid[c][:, None, :] if col_valid is not None else True))
+            windows = windows * inside[..., None]
+        return windows.permute(0, 3, 1, 2)
 
     def scatter(self, values: Tensor, size: tuple[int, int]) -> Tensor:
         """An ``(N, C, H, W)`` map (``size``) holding the planned tiles' ``values (A, C, tile,
@@ -95,15 +107,29 @@ class TilePlan:
         rows, cols = self.grid
         channels, tile = values.shape[1], values.shape[-1]
         index = self.tiles[:, 0], self.tiles[:, 1], self.tiles[:, 2]
+        height, width = rows * tile, cols * tile
         if memory_format(values) == torch.channels_last:
-            out = values.new_zeros(self.frames, rows, cols, tile, tile, channels)
-            out[index] = values.permute(0, 2, 3, 1)
-            full = out.permute(0, 1, 3, 2, 4, 5).reshape(self.frames, rows * tile, cols * tile, channels)
+            full = values.new_zeros(self.frames, height, width, channels)
+            tiles = full.view(self.frames, rows, tile, cols, tile, channels).permute(0, 1, 3, 2, 4, 5)
+            tiles[index] = values.permute(0, 2, 3, 1)
             return full[:, : size[0], : size[1]].permute(0, 3, 1, 2)
-        out = values.new_zeros(self.frames, rows, cols, channels, tile, tile)
-        out[index] = values
-        full = out.permute(0, 3, 1, 4, 2, 5).reshape(self.frames, channels, rows * tile, cols * tile)
+        full = values.new_zeros(self.frames, channels, height, width)
+        tiles = full.view(self.frames, channels, rows, tile, cols, tile).permute(0, 2, 4, 1, 3, 5)
+        tiles[index] = values
         return full[:, :, : size[0], : size[1]]
+
+
+@functools.lru_cache(maxsize=256)
+def window_index(tiles: int, tile: int, stride: int, kernel: int, padding: int, size: int,
+                 device: torch.device) -> tuple[Tensor, Tensor | None]:
+    """Along one axis of a map of ``size`` pixels: for each of ``tiles`` output tiles of side
+    ``tile``, the input positions of its window (``(tiles, win)``, clamped into the map) and
+    whether each lies inside the map (outside is the convolution's zero padding; ``None`` when
+    every position does)."""
+    win, step = (tile - 1) * stride + kernel, tile * stride
+    positions = torch.arange(tiles, device=device)[:, None] * step - padding + torch.arange(win, device=device)
+    inside = (positions >= 0) & (positions < size)
+    return positions.clamp(0, size - 1), None if bool(inside.all()) else inside
 
 
 def memory_format(x: Tensor) -> torch.memory_format:
@@ -157,7 +183,8 @@ def conv_frames(plan: TilePlan, x: Tensor, weight: Tensor, bias: Tensor | None, 
         if all(outputs[n] is None and inputs[n] is None for n, _, _ in plan.spans):
             tiles = F.conv2d(patches, weight, bias, stride=stride)
         else:
-            tiles = patches.new_zeros(len(patches), channels, tile, tile)
+            tiles = torch.empty(len(patches), channels, tile, tile, dtype=x.dtype, device=x.device,
+                                memory_format=memory_format(patches)).zero_()
             for n, start, stop in plan.spans:
                 _conv_into(tiles[start:stop], patches[start:stop], weight, bias, outputs=outputs[n], inputs=inputs[n],
                            stride=stride, padding=0)
@@ -175,6 +202,8 @@ def assemble(plan: TilePlan, tiles: Tensor | None, dense: Tensor | None, *, chan
              pixels: Tensor) -> Tensor:
     """The ``(N, channels, H, W)`` map (``size``) of :func:`conv_frames`'s outputs: the planned
     tiles scattered, the dense frames masked by their ``pixels (N, 1, H, W)``, zero elsewhere."""
+    if dense is not None and len(plan.dense) == plan.frames:  # every frame ran densely, in order
+        return dense if plan.every_tile else dense.mul_(pixels)
     if tiles is not None:
         out = plan.scatter(tiles, size)
     else:
