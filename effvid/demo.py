@@ -66,6 +66,7 @@ class DemoContext:
     base_config: Any = None  # TrainConfig of the base network
     base: Any = None  # TrainResult of the base network
     rows: list[dict[str, Any]] = field(default_factory=list)  # one table row per evaluated model
+    base_evaluation: dict[str, Any] | None = None  # the base's EvalResult.to_dict() (stage_evaluate)
     methods: tuple[str, ...] = METHODS
     pas: dict[str, Any] | None = None  # the PAS run's summary (run_demo_stage)
     vared2: dict[str, Any] | None = None  # the VA-RED2 stage's rows and table
@@ -115,7 +116,8 @@ def stage_evaluate(ctx: DemoContext) -> None:
     views = tuple(read_sidecar(stem)["transforms"]["val_views"])
     result = evaluate(stem, ctx.manifest.annotations["val"], views=views, num_workers=1,
                       confusion_png=ctx.out_dir / "base_confusion.png")
-    ctx.rows.append({"model": "base R(2+1)D", "checkpoint": str(stem), **result.to_dict(),
+    ctx.base_evaluation = result.to_dict()
+    ctx.rows.append({"model": "base R(2+1)D", "checkpoint": str(stem), **ctx.base_evaluation,
                      "views": f"{views[0]}x{views[1]}"})
     ctx.timings["eval_s"] = time.time() - start
 
@@ -143,7 +145,7 @@ def stage_vared2(ctx: DemoContext) -> None:
     logger.info(f"demo: VA-RED2 from the base in {ctx.out_dir / 'vared2'}")
     ctx.vared2 = run_vared2_stage(ctx.base.best_checkpoint or ctx.base.last_checkpoint, ctx.manifest.annotations,
                                   ctx.out_dir / "vared2", preset=ctx.preset, views=ctx.base_config.data.val_views,
-                                  progress=ctx.progress)
+                                  progress=ctx.progress, base_evaluation=ctx.base_evaluation)
     ctx.timings["vared2_s"] = time.time() - start
 
 

@@ -36,11 +36,13 @@ def validation_clips(spec: ArchSpec, val_list: str | Path, count: int, *, views:
 
 def compare_models(models: Mapping[str, torch.nn.Module | str | Path], val_list: str | Path, *, baseline: str,
                    views: tuple[int, int] = (1, 1), latency_clips: int = 48, threads: int = 1,
-                   repeats: int = 3) -> list[dict[str, Any]]:
+                   repeats: int = 3, evaluated: Mapping[str, Mapping[str, Any]] | None = None) -> list[dict[str, Any]]:
     """One row per model: its evaluation on ``val_list`` with ``views`` (``effvid eval``'s keys),
     its mean batch-1 latency per view over ``latency_clips`` validation views with ``threads``
     torch threads (``latency_ms``), and ``latency_saving_per_gmacs_saving`` against ``baseline``
-    (wall-clock saving over GMACs saving per view). The models must read the same input."""
+    (wall-clock saving over GMACs saving per view). The models must read the same input.
+    ``evaluated`` holds evaluations already made (``EvalResult.to_dict()`` on ``val_list`` with
+    ``views``) by model name; those models are only timed."""
     built = {name: load_model(m) if isinstance(m, (str, Path)) else m for name, m in models.items()}
     if baseline not in built:
         raise ConfigError(f"compare: baseline {baseline!r} is not among the models ({', '.join(built)})")
@@ -48,7 +50,12 @@ def compare_models(models: Mapping[str, torch.nn.Module | str | Path], val_list:
                  tuple(m.spec.mean), tuple(m.spec.std)) for m in built.values()}
     if len(geometry) != 1:
         raise ConfigError(f"compare: the models read different inputs ({sorted(geometry)}); compare models of one geometry")
-    rows = [{"model": name, **evaluate(model, val_list, views=views, num_workers=1).to_dict()}
+    known = evaluated or {}
+    for name, row in known.items():
+        if name in built and tuple(row.get("views", views)) != tuple(views):
+            raise ConfigError(f"compare: {name!r} was evaluated with views {row['views']}, not {list(views)}")
+    rows = [{"model": name, **(dict(known[name]) if name in known else
+                               evaluate(model, val_list, views=views, num_workers=1).to_dict())}
             for name, model in built.items()]
     clips = validation_clips(next(iter(built.values())).spec, val_list, latency_clips, views=views)
     with torch_threads(threads):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from effvid.engine.compare import compare_models
+from effvid.engine.evaluate import evaluate
 from effvid.errors import ConfigError
 from effvid.models import create_from_spec
 
@@ -19,6 +20,18 @@ def test_rows_hold_each_models_evaluation_latency_and_saving_against_the_baselin
     assert all(row["latency_ms"] > 0 and row["latency_clips"] == 4 and row["latency_threads"] == 1 for row in rows)
     assert by_name["wide"]["latency_saving_per_gmacs_saving"] is None  # no MACs saved against itself
     assert isinstance(by_name["narrow"]["latency_saving_per_gmacs_saving"], float)
+
+
+def test_an_evaluation_already_made_is_reused_and_only_timed(synth_micro, tiny_spec):
+    val = synth_micro.annotations["val"]
+    wide, narrow = create_from_spec(tiny_spec()), create_from_spec(tiny_spec().replace(width_mult=0.125))
+    known = evaluate(wide, val, views=(1, 1), num_workers=1).to_dict()
+    known["video_top1"] = 0.123  # a value no evaluation here gives: the row must carry it unchanged
+    rows = compare_models({"wide": wide, "narrow": narrow}, val, baseline="wide", latency_clips=2, repeats=1,
+                          evaluated={"wide": known})
+    assert rows[0]["video_top1"] == 0.123 and rows[0]["latency_ms"] > 0
+    with pytest.raises(ConfigError, match="views"):
+        compare_models({"wide": wide}, val, baseline="wide", views=(2, 1), evaluated={"wide": known})
 
 
 def test_a_missing_baseline_or_another_input_geometry_is_refused(synth_micro, tiny_spec):
