@@ -14,8 +14,8 @@ the Table-3 ablations at D = 0.6 (``synth_tsn_dynamic_shift``, ``synth_tsm_dcp``
 5. the same split per ResNet stage (time from forward hooks, GMACs from the decisions, and the
    share of frames whose blocks fell back to dense execution), showing where gathering tiles pays;
    and the same latency comparison at the paper's scale (:func:`paper_scale_latency`: TSM-R18 at
-   full width, 8 frames of 224 px, each block forced to the trained D = 0.6 model's tile density
-   and action rates), where the convolutions are large enough for the per-op overhead not to
+   full width, 8 frames of 224 px, each block forced to the tile masks and channel actions the
+   trained D = 0.6 model chose on its median-cost validation clip), where the convolutions are large enough for the per-op overhead not to
    decide the figure;
 6. the reported cost against the executed-op count on every validation clip, per D-STEP model.
 
@@ -53,7 +53,6 @@ from effvid.engine.evaluate import evaluate
 from effvid.engine.train_config import load_train_config
 from effvid.engine.trainer import train
 from effvid.methods.dstep.model import DStep
-from effvid.methods.dstep.settings import COMPUTE, REUSE, SKIP
 from effvid.methods.dstep.sparse import runs_dense
 from effvid.models import create_from_spec, default_spec, prepare_for_inference
 from effvid.spec import MethodSpec
@@ -135,17 +134,15 @@ def stage_split(dense: torch.nn.Module, dstep: DStep, clips: Sequence[torch.Tens
     return rows
 
 
-def decision_rates(dstep: DStep, clips: Sequence[torch.Tensor]) -> list[dict[str, float]]:
-    """Per block of a trained D-STEP, over ``clips``: the mean tile density and the skip, reuse
-    and compute rates of its channel decisions."""
-    keys = ("spatial_density", "skip_rate", "reuse_rate", "compute_rate")
-    sums = torch.zeros(len(keys), len(dstep.block_names), dtype=torch.float64)
+def decision_pattern(dstep: DStep, clips: Sequence[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per block of a trained D-STEP, the tile mask ``(T, rows, cols)`` and the channel actions
+    ``(T, C)`` (slot indices) it chose on the clip of median cost among ``clips``: a real
+    pattern, with the temporal correlation of a trained policy."""
     with torch.no_grad():
-        for clip in clips:
-            out = dstep.eval().forward_output(clip)
-            sums += torch.stack([out.decisions[k].double().mean(dim=0) for k in keys])
-    rates = (sums / len(clips)).tolist()
-    return [{key: rates[k][block] for k, key in enumerate(keys)} for block in range(len(dstep.block_names))]
+        costs = [float(dstep.eval().forward_output(clip).cost[0]) for clip in clips]
+        median = sorted(range(len(clips)), key=costs.__getitem__)[len(clips) // 2]
+        dstep.forward_output(clips[median])
+    return [(block.last.mask.clone(), block.last.decisions.argmax(dim=-1)) for block in dstep.blocks()]  # type: ignore[union-attr]
 
 
 def _drawn_once(run: Any, draw: Any) -> Any:
@@ -162,40 +159,37 @@ def _drawn_once(run: Any, draw: Any) -> Any:
     return forward
 
 
-def force_decisions(dstep: DStep, rates: Sequence[dict[str, float]], *, seed: int = 0) -> None:
-    """Make every block of ``dstep`` return one drawn mask and one drawn set of channel actions,
-    with block ``i``'s tile density and action rates ``rates[i]`` (the first frame never
-    reuses); mask and policy networks still run, so their time and MACs stay in the figures."""
-    generator = torch.Generator().manual_seed(seed)
-    for block, rate in zip(dstep.blocks(), rates):
-        probs = torch.zeros(3, dtype=torch.float64)
-        probs[SKIP], probs[REUSE], probs[COMPUTE] = rate["skip_rate"], rate["reuse_rate"], rate["compute_rate"]
+def force_decisions(dstep: DStep, pattern: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    """Make every block of ``dstep`` decide as ``pattern`` (:func:`decision_pattern`, from a
+    smaller network) says: each frame's tile mask resized to the block's grid (nearest), channel
+    ``j`` of ``C`` taking the actions of the pattern's channel ``j * C_pattern // C``; the mask
+    and policy networks still run, so their time and MACs stay in the figures."""
+    for block, (tiles, actions) in zip(dstep.blocks(), pattern):
 
-        def mask(shape: tuple[int, ...], x: torch.Tensor, _: Any, density: float = rate["spatial_density"]) -> torch.Tensor:
-            return (torch.rand(shape, generator=generator) < density).to(x.dtype)
+        def mask(shape: tuple[int, ...], x: torch.Tensor, _: Any, t: torch.Tensor = tiles) -> torch.Tensor:
+            return torch.nn.functional.interpolate(t[None].float(), size=shape[1:], mode="nearest")[0].to(x.dtype)
 
-        def actions(shape: tuple[int, ...], pooled: torch.Tensor, num_frames: int, p: torch.Tensor = probs) -> torch.Tensor:
-            slots = torch.multinomial(p, shape[0] * shape[1], replacement=True, generator=generator).view(shape[:2])
-            slots[((torch.arange(shape[0]) % num_frames == 0)[:, None]) & (slots == REUSE)] = COMPUTE
-            return torch.nn.functional.one_hot(slots, 3).to(pooled.dtype)
+        def policy(shape: tuple[int, ...], pooled: torch.Tensor, _: int, a: torch.Tensor = actions) -> torch.Tensor:
+            source = torch.arange(shape[1]) * a.shape[1] // shape[1]
+            return torch.nn.functional.one_hot(a[:, source], 3).to(pooled.dtype)
 
         block.mask.forward = _drawn_once(block.mask.forward, mask)  # type: ignore[method-assign]
-        block.policy.forward = _drawn_once(block.policy.forward, actions)  # type: ignore[method-assign]
+        block.policy.forward = _drawn_once(block.policy.forward, policy)  # type: ignore[method-assign]
 
 
-def paper_scale_latency(rates: Sequence[dict[str, float]], *, clips: int, repeats: int, threads: int,
-                        frames: int = 8, size: int = 224) -> dict[str, Any]:
+def paper_scale_latency(pattern: Sequence[tuple[torch.Tensor, torch.Tensor]], *, clips: int, repeats: int,
+                        threads: int, frames: int = 8, size: int = 224) -> dict[str, Any]:
     """Batch-1 latency of D-STEP on the paper's TSM-R18 (full width, ``frames`` at ``size`` px,
     tiles of 32 input pixels, random weights) against the plain TSM-R18 prepared the same way,
-    each block forced to the tile density and action rates ``rates`` measured on the trained
-    model (:func:`force_decisions`): the cost pattern of a trained model, not trained decisions.
-    Also the per-stage split (:func:`stage_split`)."""
+    each block forced to the masks and channel actions ``pattern`` the trained model chose on a
+    real clip (:func:`force_decisions`): the decision pattern of a trained model, not decisions
+    trained at this scale. Also the per-stage split (:func:`stage_split`)."""
     torch.manual_seed(0)
     spec = default_spec("tsm_r18", num_classes=174, crop_size=size, num_frames=frames,
                         method=MethodSpec("dstep", {}))
     dstep = create_from_spec(spec)
     assert isinstance(dstep, DStep)
-    force_decisions(dstep, rates)
+    force_decisions(dstep, pattern)
     dense = create_from_spec(spec.replace(method=None))
     dense_gmacs = count_spec(spec.replace(method=None)).gmacs
     inputs = [torch.randn(1, 3, frames, size, size) for _ in range(clips)]
@@ -258,8 +252,8 @@ def main() -> None:
     dense_model, dstep_model = load_model(base), load_model(stems[0.6])
     stages = stage_split(dense_model, dstep_model, validation_clips(dstep_model.spec, val, min(args.latency_clips, 32)),
                          threads=args.threads)
-    rates = decision_rates(dstep_model, validation_clips(dstep_model.spec, val, min(args.latency_clips, 32)))
-    paper = (paper_scale_latency(rates, clips=args.paper_clips, repeats=2, threads=args.threads)
+    pattern = decision_pattern(dstep_model, validation_clips(dstep_model.spec, val, min(args.latency_clips, 32)))
+    paper = (paper_scale_latency(pattern, clips=args.paper_clips, repeats=2, threads=args.threads)
              if args.paper_clips else None)
     load = load_record(load_before, machine_load(), args.threads)
     if load["warning"]:

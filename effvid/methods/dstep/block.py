@@ -76,14 +76,6 @@ def fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
     return weight.contiguous(), bn.bias - bn.running_mean * scale
 
 
-def frame_channels_list(select: Tensor) -> list[Tensor | None]:
-    """Per frame of ``select (N, C)`` (bool), the indices of its true channels; ``None`` where
-    every channel is."""
-    counts = select.sum(dim=1).tolist()
-    parts = select.nonzero()[:, 1].split(counts)
-    return [None if count == select.shape[1] else part for count, part in zip(counts, parts)]
-
-
 def _geometry(conv: nn.Conv2d) -> dict[str, int]:
     return {"stride": conv.stride[0], "padding": conv.padding[0]}
 
@@ -240,11 +232,11 @@ class DStepBasicBlock(DStepBlock):
         plan = TilePlan.from_mask(mask, self.dense_above)
         pixels = tiles_to_pixels(mask, self.tile, *out_size)
         (w1, b1), (w2, b2) = self.folded("conv1", "bn1"), self.folded("conv2", "bn2")
-        tiles, dense = conv_frames(plan, xs, w1, b1, tile=self.tile, outputs=frame_channels_list(need),
+        tiles, dense = conv_frames(plan, xs, w1, b1, tile=self.tile, outputs=need,
                                    **_geometry(self.conv1))
         y = assemble(plan, tiles, dense, channels=w1.shape[0], size=out_size, pixels=pixels).relu_()
         tiles, dense = conv_frames(plan, self.sparse_merge(y, onehot, pixels), w2, b2, tile=self.tile, stride=1, padding=1,
-                                   inputs=frame_channels_list(nonskip))
+                                   inputs=nonskip)
         return assemble(plan, tiles, dense, channels=w2.shape[0], size=out_size, pixels=pixels)
 
 
@@ -279,10 +271,10 @@ class DStepBottleneck(DStepBlock):
         (w1, b1), (w2, b2), (w3, b3) = (self.folded("conv1", "bn1"), self.folded("conv2", "bn2"),
                                         self.folded("conv3", "bn3"))
         tiles, dense = conv_frames(plan, xs, w1, b1, tile=self.tile * self.stride, stride=1, padding=0,
-                                   outputs=frame_channels_list(need))
+                                   outputs=need)
         y = assemble(plan, tiles, dense, channels=w1.shape[0], size=in_size, pixels=mid).relu_()
         tiles, dense = conv_frames(plan, self.sparse_merge(y, onehot, mid), w2, b2, tile=self.tile,
-                                   inputs=frame_channels_list(nonskip), **_geometry(self.conv2))
+                                   inputs=nonskip, **_geometry(self.conv2))
         if tiles is not None:
             tiles = F.conv2d(tiles.relu_(), w3, b3)
         if dense is not None:

@@ -23,6 +23,7 @@ import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -140,61 +141,96 @@ def memory_format(x: Tensor) -> torch.memory_format:
     return torch.contiguous_format
 
 
-def _conv_into(out: Tensor, x: Tensor, weight: Tensor, bias: Tensor | None, *, outputs: Tensor | None,
-               inputs: Tensor | None, stride: int, padding: int) -> None:
-    """``out[:, outputs] = conv2d(x[:, inputs], weight[outputs][:, inputs]) + bias[outputs]``,
-    where ``None`` stands for every channel; an empty selection executes nothing."""
-    if outputs is not None:
-        if len(outputs) == 0:
-            return
-        weight, bias = weight.index_select(0, outputs), None if bias is None else bias.index_select(0, outputs)
-    if inputs is not None and len(inputs) == 0:
-        value = out.new_zeros(out.shape[0], weight.shape[0], *out.shape[2:])
-        if bias is not None:
-            value += bias[:, None, None]
+def _group_conv(x: Tensor, rows: Sequence[tuple[int, int, int]], weight: Tensor, bias: Tensor | None,
+                select: Tensor | None, *, axis: Literal["out", "in"], share: bool, stride: int,
+                padding: int) -> Tensor:
+    """``conv2d(x, weight) + bias`` for a group of frames whose rows of ``x`` are ``rows``
+    (``(frame, start, stop)``), each frame computing only its output channels (``axis="out"``;
+    the others zero) or reading only its input channels (``axis="in"``) of ``select (N, C)``
+    (bool; ``None``: every channel).
+
+    With ``share``, the channels every frame of the group selects run as one convolution over
+    the whole group (the weights sliced once, the frames batched), and each frame then runs its
+    remaining channels alone; without it, each frame runs its channels alone. Either way a frame
+    executes exactly its own channels."""
+    if select is None:
+        return F.conv2d(x, weight, bias, stride=stride, padding=padding)
+    chosen = select[[frame for frame, _, _ in rows]]
+    shared = chosen.all(dim=0) if share else torch.zeros_like(chosen[0])
+    common = shared.nonzero()[:, 0]
+    size = output_size(x.shape[-2], x.shape[-1], kernel=weight.shape[-1], stride=stride, padding=padding)
+
+    def zeros() -> Tensor:
+        return torch.empty(x.shape[0], weight.shape[0], *size, dtype=x.dtype, device=x.device,
+                           memory_format=memory_format(x)).zero_()
+
+    def sliced(index: Tensor, dim: int) -> tuple[Tensor, Tensor | None]:
+        w = weight.index_select(dim, index)
+        return w, (None if bias is None else bias.index_select(0, index)) if dim == 0 else bias
+
+    if axis == "out":
+        out = zeros()
+        if len(common):
+            w, b = sliced(common, 0)
+            out.index_copy_(1, common, F.conv2d(x, w, b, stride=stride, padding=padding))
+        for (_, start, stop), own in zip(rows, chosen):
+            rest = (own & ~shared).nonzero()[:, 0]
+            if len(rest):
+                w, b = sliced(rest, 0)
+                out[start:stop].index_copy_(1, rest, F.conv2d(x[start:stop], w, b, stride=stride, padding=padding))
+        return out
+    if len(common):
+        w, b = sliced(common, 1)
+        out = F.conv2d(x.index_select(1, common), w, b, stride=stride, padding=padding)
     else:
-        if inputs is not None:
-            x, weight = x.index_select(1, inputs), weight.index_select(1, inputs)
-        value = F.conv2d(x, weight, bias, stride=stride, padding=padding)
-    if outputs is None:
-        out.copy_(value)
-    else:
-        out.index_copy_(1, outputs, value)
+        out = zeros()
+    for (_, start, stop), own in zip(rows, chosen):
+        rest = (own & ~shared).nonzero()[:, 0]
+        if len(rest):
+            w, _ = sliced(rest, 1)
+            value = F.conv2d(x[start:stop].index_select(1, rest), w, None if len(common) else bias, stride=stride,
+                             padding=padding)
+            if len(common):
+                out[start:stop] += value
+            else:
+                out[start:stop] = value
+        elif not len(common) and bias is not None:  # a frame that reads nothing: its output is the bias
+            out[start:stop] = bias[:, None, None]
+    return out
 
 
 def conv_frames(plan: TilePlan, x: Tensor, weight: Tensor, bias: Tensor | None, *, tile: int, stride: int,
-                padding: int, outputs: Sequence[Tensor | None] | None = None,
-                inputs: Sequence[Tensor | None] | None = None) -> tuple[Tensor | None, Tensor | None]:
+                padding: int, outputs: Tensor | None = None,
+                inputs: Tensor | None = None) -> tuple[Tensor | None, Tensor | None]:
     """A convolution of ``x (N, C, H, W)`` executed as ``plan`` says: the planned tiles' outputs
     ``(A, C_out, tile, tile)`` (one gather for every frame) and the dense frames' full maps
     ``(D, C_out, H_out, W_out)``, unmasked (``None`` where the plan has none).
 
-    Per frame ``n``, only the output channels ``outputs[n]`` are computed (the others stay zero)
-    from the input channels ``inputs[n]`` (the others must be zero, as skipped channels are);
-    ``None``, or no list at all, means every channel. Frames that select every channel share one
-    convolution.
+    Per frame ``n``, only the output channels ``outputs[n]`` are computed (``(N, C_out)`` bool;
+    the others stay zero), or only the input channels ``inputs[n]`` are read (``(N, C_in)``; the
+    others must be zero, as skipped channels are); ``None`` means every channel, and at most one
+    of the two may be given. The frames on tiles and the dense frames each run the channels they
+    all select as one convolution, then each frame its own remaining ones (:func:`_group_conv`),
+    on the dense frames only: there a frame's convolution alone is weight-bound (at 14x14 and 7x7
+    one frame runs at 40-65% of a batched convolution's rate on this CPU), while on tiles a frame
+    already convolves a batch of patches and a second convolution per frame costs more than it
+    gains (measured at 8x224x224, `benchmarks/dstep_synth.py`'s paper-scale figure).
     """
-    channels, kernel = weight.shape[0], weight.shape[-1]
-    every = [None] * plan.frames
-    outputs, inputs = outputs or every, inputs or every
+    if outputs is not None and inputs is not None:
+        raise ValueError("conv_frames selects output or input channels per frame, not both")
+    select, axis = (outputs, "out") if outputs is not None else (inputs, "in")
+    kernel = weight.shape[-1]
     tiles = dense = None
     if plan.spans:
         patches = plan.gather(x, tile=tile, kernel=kernel, stride=stride, padding=padding)
-        if all(outputs[n] is None and inputs[n] is None for n, _, _ in plan.spans):
-            tiles = F.conv2d(patches, weight, bias, stride=stride)
-        else:
-            tiles = torch.empty(len(patches), channels, tile, tile, dtype=x.dtype, device=x.device,
-                                memory_format=memory_format(patches)).zero_()
-            for n, start, stop in plan.spans:
-                _conv_into(tiles[start:stop], patches[start:stop], weight, bias, outputs=outputs[n], inputs=inputs[n],
-                           stride=stride, padding=0)
+        tiles = _group_conv(patches, plan.spans, weight, bias, select, axis=axis, share=False, stride=stride,
+                            padding=0)
     if plan.dense:
-        size = output_size(x.shape[-2], x.shape[-1], kernel=kernel, stride=stride, padding=padding)
-        dense = torch.empty(len(plan.dense), channels, *size, dtype=x.dtype, device=x.device,
-                            memory_format=memory_format(x)).zero_()
-        for i, n in enumerate(plan.dense):
-            _conv_into(dense[i : i + 1], x[n : n + 1], weight, bias, outputs=outputs[n], inputs=inputs[n],
-                       stride=stride, padding=padding)
+        frames = list(plan.dense)
+        rows = [(n, i, i + 1) for i, n in enumerate(frames)]
+        inputs_dense = x if frames == list(range(plan.frames)) else x[frames]
+        dense = _group_conv(inputs_dense, rows, weight, bias, select, axis=axis, share=True, stride=stride,
+                            padding=padding)
     return tiles, dense
 
 

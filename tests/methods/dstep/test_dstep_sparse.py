@@ -77,23 +77,44 @@ def test_a_tile_plan_lists_every_sparse_frames_tiles_once_and_the_dense_frames_a
     assert plan.tiles.tolist() == [[0, 0, 1], [0, 1, 2], [3, 1, 0]]
 
 
-def test_per_frame_channel_selections_compute_only_those_channels():
+def _selection(frames: int, channels: int, chosen: list[list[int]]) -> torch.Tensor:
+    select = torch.zeros(frames, channels, dtype=torch.bool)
+    for n, picked in enumerate(chosen):
+        select[n, picked] = True
+    return select
+
+
+@pytest.mark.parametrize("dense_above", [1.0, 0.0])  # frames on gathered tiles, or every frame dense
+def test_per_frame_output_channels_compute_only_those_channels(dense_above):
     x, weight, mask = _case(16, 1, 4, channels=4)
     mask[0, 1, :2] = True
-    plan = TilePlan.from_mask(mask.double(), dense_above=1.0)
-    outputs = [torch.tensor([0, 3]), None, torch.tensor([], dtype=torch.long)]
-    inputs = [torch.tensor([1, 2]), torch.tensor([0]), None]
+    plan = TilePlan.from_mask(mask.double(), dense_above=dense_above)
+    outputs = _selection(3, 7, [[0, 3, 5], [0, 1, 2, 3, 4, 5, 6], [0, 5]])  # 0 and 5 shared by every frame
     with FlopCounterMode(display=False) as counter:
-        tiles, dense = conv_frames(plan, x, weight, None, tile=4, stride=1, padding=1, outputs=outputs, inputs=inputs)
+        tiles, dense = conv_frames(plan, x, weight, None, tile=4, stride=1, padding=1, outputs=outputs)
     out = assemble(plan, tiles, dense, channels=7, size=(16, 16), pixels=tiles_to_pixels(mask.double(), 4, 16, 16))
-    active = mask.flatten(1).sum(dim=1).tolist()
-    assert counter.get_total_flops() // 2 == 16 * 9 * (active[0] * 2 * 2 + active[1] * 7 * 1)
-    for n, (outs, ins) in enumerate(zip(outputs, inputs)):
-        kept = torch.zeros_like(x[n : n + 1])
-        ins = torch.arange(4) if ins is None else ins
-        kept[:, ins] = x[n : n + 1, ins]
-        expected = masked_conv2d(kept, weight, mask[n : n + 1], tile=4, stride=1, padding=1)[0]
-        chosen = torch.zeros(7, dtype=torch.bool)
-        chosen[torch.arange(7) if outs is None else outs] = True
-        assert torch.allclose(out[n, chosen], expected[chosen], rtol=0, atol=1e-12)
-        assert torch.equal(out[n, ~chosen], torch.zeros_like(out[n, ~chosen]))
+    positions = (mask.flatten(1).sum(dim=1) * 16 if dense_above == 1.0 else torch.full((3,), 256)).tolist()
+    assert counter.get_total_flops() // 2 == sum(p * int(o.sum()) * 4 * 9 for p, o in zip(positions, outputs))
+    expected = masked_conv2d(x, weight, mask, tile=4, stride=1, padding=1)
+    assert torch.allclose(out[outputs], expected[outputs], rtol=0, atol=1e-12)
+    assert torch.equal(out[~outputs], torch.zeros_like(out[~outputs]))
+
+
+@pytest.mark.parametrize("dense_above", [1.0, 0.0])
+def test_per_frame_input_channels_read_only_those_channels(dense_above):
+    x, weight, mask = _case(16, 1, 4, channels=4)
+    mask[0, 1, :2] = True
+    plan = TilePlan.from_mask(mask.double(), dense_above=dense_above)
+    inputs = _selection(3, 4, [[1, 2], [0, 1, 2, 3], []])  # frame 2 reads nothing: its output is the bias
+    bias = torch.randn(7, dtype=x.dtype)
+    kept = x * inputs[:, :, None, None]  # skipped input channels are zero
+    with FlopCounterMode(display=False) as counter:
+        tiles, dense = conv_frames(plan, kept, weight, bias, tile=4, stride=1, padding=1, inputs=inputs)
+    out = assemble(plan, tiles, dense, channels=7, size=(16, 16), pixels=tiles_to_pixels(mask.double(), 4, 16, 16))
+    positions = (mask.flatten(1).sum(dim=1) * 16 if dense_above == 1.0 else torch.full((3,), 256)).tolist()
+    assert counter.get_total_flops() // 2 == sum(p * int(i.sum()) * 7 * 9 for p, i in zip(positions, inputs))
+    pixels = tiles_to_pixels(mask.double(), 4, 16, 16)
+    expected = (torch.nn.functional.conv2d(kept, weight, bias, padding=1)) * pixels
+    assert torch.allclose(out, expected, rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="not both"):
+        conv_frames(plan, kept, weight, bias, tile=4, stride=1, padding=1, inputs=inputs, outputs=inputs)
