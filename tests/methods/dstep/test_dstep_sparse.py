@@ -101,11 +101,13 @@ def test_per_frame_output_channels_compute_only_those_channels(dense_above):
 
 
 @pytest.mark.parametrize("dense_above", [1.0, 0.0])
-def test_per_frame_input_channels_read_only_those_channels(dense_above):
+@pytest.mark.parametrize("chosen", [[[1, 2], [0, 1, 2, 3], []],  # frame 2 reads nothing: its output is the bias
+                                    [[1, 2], [0, 1, 2, 3], [1, 2, 3]]])  # 1 and 2 read by every frame
+def test_per_frame_input_channels_read_only_those_channels(dense_above, chosen):
     x, weight, mask = _case(16, 1, 4, channels=4)
     mask[0, 1, :2] = True
     plan = TilePlan.from_mask(mask.double(), dense_above=dense_above)
-    inputs = _selection(3, 4, [[1, 2], [0, 1, 2, 3], []])  # frame 2 reads nothing: its output is the bias
+    inputs = _selection(3, 4, chosen)
     bias = torch.randn(7, dtype=x.dtype)
     kept = x * inputs[:, :, None, None]  # skipped input channels are zero
     with FlopCounterMode(display=False) as counter:
