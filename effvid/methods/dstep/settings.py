@@ -28,7 +28,10 @@ authors' code's (section 3, ``implementations.md`` section 4) unless a field say
   this project's 2-core CPU (one thread, a full-width ResNet-18 at 224, gather + conv + scatter
   against one dense conv, 3x3 convolution of each stage): about 0.75 at 56x56 with tiles of 8,
   0.4 at 28x28 with tiles of 4, and below 0.25 at 14x14 (tiles of 2) and 7x7 (tiles of 1),
-  where tile gathering hardly pays; re-measure on the target machine (``benchmarks/``).
+  where tile gathering hardly pays. They were measured with the frame-by-frame executor that
+  padded each map before gathering; the executor since gathers windows without a padded copy,
+  so the break-even fractions are likely higher now and have not been re-measured. Re-measure
+  on the target machine (``benchmarks/``).
 * ``loss``: the targets and schedules of Eq. (3) (:class:`LossSettings`).
 """
 
