@@ -55,9 +55,10 @@ def _single_and_ddp(config: Path, tmp_path: Path):
     finally:
         torch.set_num_threads(threads)
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    subprocess.run([str(TORCHRUN), "--standalone", "--nproc_per_node", "2", "-m", "effvid.cli", "train", str(config),
-                    "batch_size=2", f"run_dir={tmp_path / 'ddp'}"], check=True, env=env, capture_output=True,
-                   timeout=300)
+    run = subprocess.run([str(TORCHRUN), "--standalone", "--nproc_per_node", "2", "-m", "effvid.cli", "train",
+                          str(config), "batch_size=2", f"run_dir={tmp_path / 'ddp'}"], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, f"torchrun exited {run.returncode}:\n{run.stderr[-4000:]}"
     return single
 
 
