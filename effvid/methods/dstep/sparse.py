@@ -164,32 +164,29 @@ def _group_conv(x: Tensor, rows: Sequence[tuple[int, int, int]], weight: Tensor,
         return torch.empty(x.shape[0], weight.shape[0], *size, dtype=x.dtype, device=x.device,
                            memory_format=memory_format(x)).zero_()
 
-    def sliced(index: Tensor, dim: int) -> tuple[Tensor, Tensor | None]:
-        w = weight.index_select(dim, index)
-        return w, (None if bias is None else bias.index_select(0, index)) if dim == 0 else bias
+    def outputs_of(index: Tensor) -> tuple[Tensor, Tensor | None]:
+        return weight.index_select(0, index), None if bias is None else bias.index_select(0, index)
 
     if axis == "out":
         out = zeros()
         if len(common):
-            w, b = sliced(common, 0)
-            out.index_copy_(1, common, F.conv2d(x, w, b, stride=stride, padding=padding))
+            out.index_copy_(1, common, F.conv2d(x, *outputs_of(common), stride=stride, padding=padding))
         for (_, start, stop), own in zip(rows, chosen):
             rest = (own & ~shared).nonzero()[:, 0]
             if len(rest):
-                w, b = sliced(rest, 0)
-                out[start:stop].index_copy_(1, rest, F.conv2d(x[start:stop], w, b, stride=stride, padding=padding))
+                value = F.conv2d(x[start:stop], *outputs_of(rest), stride=stride, padding=padding)
+                out[start:stop].index_copy_(1, rest, value)
         return out
     if len(common):
-        w, b = sliced(common, 1)
-        out = F.conv2d(x.index_select(1, common), w, b, stride=stride, padding=padding)
+        out = F.conv2d(x.index_select(1, common), weight.index_select(1, common), bias, stride=stride,
+                       padding=padding)
     else:
         out = zeros()
     for (_, start, stop), own in zip(rows, chosen):
         rest = (own & ~shared).nonzero()[:, 0]
         if len(rest):
-            w, _ = sliced(rest, 1)
-            value = F.conv2d(x[start:stop].index_select(1, rest), w, None if len(common) else bias, stride=stride,
-                             padding=padding)
+            value = F.conv2d(x[start:stop].index_select(1, rest), weight.index_select(1, rest),
+                             None if len(common) else bias, stride=stride, padding=padding)
             if len(common):
                 out[start:stop] += value
             else:
