@@ -44,7 +44,7 @@ from typing import Any
 
 import torch
 
-from effvid.cost.latency import compare_on_clips, load_record, machine_load, saving_ratio, torch_threads
+from effvid.cost.latency import load_record, machine_load, random_input_saving, torch_threads
 from effvid.cost.static import count_spec
 from effvid.data.synthetic import ensure_synthactions
 from effvid.engine.checkpoint import load_model
@@ -191,20 +191,15 @@ def paper_scale_latency(pattern: Sequence[tuple[torch.Tensor, torch.Tensor]], *,
     assert isinstance(dstep, DStep)
     force_decisions(dstep, pattern)
     dense = create_from_spec(spec.replace(method=None))
-    dense_gmacs = count_spec(spec.replace(method=None)).gmacs
     inputs = [torch.randn(1, 3, frames, size, size) for _ in range(clips)]
-    with torch_threads(threads):
-        rows = compare_on_clips({"dense": prepare_for_inference(dense), "D-STEP": prepare_for_inference(dstep)},
-                                inputs, repeats=repeats, warmup=1)
+    saving = random_input_saving(dense, dstep, inputs, base_gmacs=count_spec(spec.replace(method=None)).gmacs,
+                                 repeats=repeats, threads=threads)
     stages = stage_split(dense, dstep, inputs, threads=threads, repeats=1)
-    b, d = rows["dense"], rows["D-STEP"]
     return {"input": f"{frames}x{size}x{size}", "clips": clips, "repeats": repeats, "threads": threads,
-            "dense_gmacs": dense_gmacs, "dstep_gmacs": d["gmacs_mean"], "gmacs_saving": 1 - d["gmacs_mean"] / dense_gmacs,
-            "dense_latency_ms": b["latency_ms_mean"], "dstep_latency_ms": d["latency_ms_mean"],
-            "latency_saving": 1 - d["latency_ms_mean"] / b["latency_ms_mean"],
-            "latency_saving_per_gmacs_saving": saving_ratio(latency=d["latency_ms_mean"],
-                                                            base_latency=b["latency_ms_mean"],
-                                                            gmacs=d["gmacs_mean"], base_gmacs=dense_gmacs),
+            "dense_gmacs": saving["base_gmacs"], "dstep_gmacs": saving["dynamic_gmacs"],
+            "gmacs_saving": saving["gmacs_saving"], "dense_latency_ms": saving["base_latency_ms"],
+            "dstep_latency_ms": saving["dynamic_latency_ms"], "latency_saving": saving["latency_saving"],
+            "latency_saving_per_gmacs_saving": saving["latency_saving_per_gmacs_saving"],
             "stages": stages}
 
 

@@ -62,9 +62,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from effvid.cost.executed import EXECUTED_FORMULAS
 from effvid.cost.latency import (
     CpuWatch,
-    compare_on_clips,
     load_record,
     machine_load,
+    random_input_saving,
     saving_ratio,
     timed_runs,
     torch_threads,
@@ -75,7 +75,7 @@ from effvid.engine.checkpoint import load_model, read_sidecar, resolve_checkpoin
 from effvid.engine.compare import compare_models, executed_on_dataset, validation_clips
 from effvid.engine.train_config import load_train_config
 from effvid.engine.trainer import train
-from effvid.models import create_from_spec, default_spec, prepare_for_inference
+from effvid.models import create_from_spec, default_spec
 from effvid.models.base import model_output
 from effvid.spec import MethodSpec
 
@@ -316,19 +316,15 @@ def paper_scale_latency(usage: Mapping[str, float], *, clips: int, repeats: int,
             layer.gate.fc2.bias.copy_(bias)
             drawn.append(pattern)
     base = create_from_spec(spec.replace(method=None))
-    base_gmacs = count_spec(spec.replace(method=None)).gmacs
     inputs = [torch.randn(1, 3, frames, size, size) for _ in range(clips)]
-    with torch_threads(threads):
-        rows = compare_on_clips({"base": prepare_for_inference(base), "VA-RED2": prepare_for_inference(dynamic)},
-                                inputs, repeats=repeats, warmup=1)
-    b, d = rows["base"], rows["VA-RED2"]
+    saving = random_input_saving(base, dynamic, inputs, base_gmacs=count_spec(spec.replace(method=None)).gmacs,
+                                 repeats=repeats, threads=threads)
     return {"input": f"{frames}x{size}x{size}", "usage": dict(usage), "layer_patterns": dict(zip(dynamic.layer_names, drawn)),
-            "clips": clips, "repeats": repeats, "threads": threads, "base_gmacs": base_gmacs,
-            "vared2_gmacs": d["gmacs_mean"], "gmacs_saving": 1 - d["gmacs_mean"] / base_gmacs,
-            "base_latency_ms": b["latency_ms_mean"], "vared2_latency_ms": d["latency_ms_mean"],
-            "latency_saving": 1 - d["latency_ms_mean"] / b["latency_ms_mean"],
-            "latency_saving_per_gmacs_saving": saving_ratio(latency=d["latency_ms_mean"], base_latency=b["latency_ms_mean"],
-                                                            gmacs=d["gmacs_mean"], base_gmacs=base_gmacs)}
+            "clips": clips, "repeats": repeats, "threads": threads, "base_gmacs": saving["base_gmacs"],
+            "vared2_gmacs": saving["dynamic_gmacs"], "gmacs_saving": saving["gmacs_saving"],
+            "base_latency_ms": saving["base_latency_ms"], "vared2_latency_ms": saving["dynamic_latency_ms"],
+            "latency_saving": saving["latency_saving"],
+            "latency_saving_per_gmacs_saving": saving["latency_saving_per_gmacs_saving"]}
 
 
 # ---------------------------------------------------------------------------------------------

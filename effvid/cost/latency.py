@@ -328,6 +328,24 @@ def compare_on_clips(models: Mapping[str, nn.Module], clips: Sequence[Tensor], *
     return rows
 
 
+def random_input_saving(base: nn.Module, dynamic: nn.Module, inputs: Sequence[Tensor], *, base_gmacs: float,
+                        repeats: int, threads: int) -> dict[str, float | None]:
+    """A dynamic model against its static ``base`` on ``inputs`` (random clips, e.g. at a paper's
+    scale), both prepared for inference and timed interleaved at batch 1 with ``threads`` torch
+    threads (:func:`compare_on_clips`): their mean ms, the GMACs the dynamic model reported
+    against ``base_gmacs``, the GMACs and time savings and their ratio (:func:`saving_ratio`)."""
+    with torch_threads(threads):
+        rows = compare_on_clips({"base": prepare_for_inference(base), "dynamic": prepare_for_inference(dynamic)},
+                                inputs, repeats=repeats, warmup=1)
+    b, d = rows["base"], rows["dynamic"]
+    return {"base_gmacs": base_gmacs, "dynamic_gmacs": d["gmacs_mean"], "gmacs_saving": 1 - d["gmacs_mean"] / base_gmacs,
+            "base_latency_ms": b["latency_ms_mean"], "dynamic_latency_ms": d["latency_ms_mean"],
+            "latency_saving": 1 - d["latency_ms_mean"] / b["latency_ms_mean"],
+            "latency_saving_per_gmacs_saving": saving_ratio(latency=d["latency_ms_mean"],
+                                                            base_latency=b["latency_ms_mean"],
+                                                            gmacs=d["gmacs_mean"], base_gmacs=base_gmacs)}
+
+
 def saving_ratio(*, latency: float, base_latency: float, gmacs: float, base_gmacs: float) -> float | None:
     """Wall-clock saving over GMACs saving, ``(1 - latency/base) / (1 - gmacs/base)``: 1 when the
     time falls as much as the MACs; ``None`` when no MACs were saved."""
