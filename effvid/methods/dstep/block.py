@@ -29,10 +29,10 @@ straight-through gradients reach mask and policy. Inference (``executor = "spars
 default in eval mode) executes only that work, for all frames at once where it can
 (:mod:`~effvid.methods.dstep.sparse`): one :class:`~effvid.methods.dstep.sparse.TilePlan` per
 block from the mask, one gather of every frame's active tiles per convolution, BatchNorm folded
-into the weights, and per frame only the convolution itself: the needed rows of ``conv1``'s
-weight, the non-skipped columns of ``conv2``'s (a frame that keeps every channel shares one
-convolution with the others); one scatter per convolution, and the Eq. (1) merge on the whole
-map (reused channels are copied, skipped ones cost nothing downstream). A frame with more than
+into the weights, and per frame only its own channels: the needed rows of ``conv1``'s weight,
+the non-skipped columns of ``conv2``'s (frames that run densely share one batched convolution
+for the channels they all select); one scatter per convolution, and the Eq. (1) merge on the
+whole map (reused channels are copied, skipped ones cost nothing downstream). A frame with more than
 ``dense_above`` (its stage's setting) of its tiles active runs its convolutions densely on the
 map. The two paths give the same output for the same decisions. ``last`` holds the forward's
 :class:`BlockRecord` (costs and decisions).
@@ -277,6 +277,6 @@ class DStepBottleneck(DStepBlock):
                                    inputs=nonskip, **_geometry(self.conv2))
         if tiles is not None:
             tiles = F.conv2d(tiles.relu_(), w3, b3)
-        if dense is not None:
-            dense = F.conv2d(dense.relu_() * pixels[list(plan.dense)], w3, b3)
+        if dense is not None:  # a 1x1 convolution: masking its output (assemble) masks its input too
+            dense = F.conv2d(dense.relu_(), w3, b3)
         return assemble(plan, tiles, dense, channels=w3.shape[0], size=out_size, pixels=pixels)

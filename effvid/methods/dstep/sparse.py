@@ -7,9 +7,9 @@ active output tile's input window (the tile plus its halo, ``(tile - 1) * stride
 pixels a side) is gathered from the input into one batch of patches (one index for every
 frame, positions in the zero padding zeroed: no padded copy of the map), a dense ``conv2d``
 without padding turns each patch into exactly its ``tile x tile`` output, and one scatter puts
-every frame's tiles straight into a zero map. Each active output pixel sees exactly the input the dense convolution would
-have given it, so the active tiles equal the dense convolution's (up to float summation order)
-and inactive tiles are zero; only ``active tiles * tile^2`` output positions are executed.
+every frame's tiles straight into a zero map. Each active output pixel sees exactly the input
+the dense convolution would have given it, so the active tiles equal the dense convolution's
+(up to float summation order) and inactive tiles are zero; only ``active tiles * tile^2`` output positions are executed.
 Partial tiles at the border are computed whole on the zero padding and cropped, so a tile
 always costs ``tile^2`` positions.
 
@@ -133,6 +133,11 @@ def window_index(tiles: int, tile: int, stride: int, kernel: int, padding: int, 
     return positions.clamp(0, size - 1), None if bool(inside.all()) else inside
 
 
+def zeros(shape: Sequence[int], like: Tensor, layout: torch.memory_format) -> Tensor:
+    """A zero tensor of ``shape`` with ``like``'s dtype and device, laid out as ``layout``."""
+    return torch.empty(*shape, dtype=like.dtype, device=like.device, memory_format=layout).zero_()
+
+
 def memory_format(x: Tensor) -> torch.memory_format:
     """``channels_last`` for a 4D tensor laid out that way (and not also contiguous), else
     ``contiguous_format``: the layout a block's maps keep through the sparse path."""
@@ -160,15 +165,13 @@ def _group_conv(x: Tensor, rows: Sequence[tuple[int, int, int]], weight: Tensor,
     common = shared.nonzero()[:, 0]
     size = output_size(x.shape[-2], x.shape[-1], kernel=weight.shape[-1], stride=stride, padding=padding)
 
-    def zeros() -> Tensor:
-        return torch.empty(x.shape[0], weight.shape[0], *size, dtype=x.dtype, device=x.device,
-                           memory_format=memory_format(x)).zero_()
+    shape = (x.shape[0], weight.shape[0], *size)
 
     def outputs_of(index: Tensor) -> tuple[Tensor, Tensor | None]:
         return weight.index_select(0, index), None if bias is None else bias.index_select(0, index)
 
     if axis == "out":
-        out = zeros()
+        out = zeros(shape, x, memory_format(x))
         if len(common):
             out.index_copy_(1, common, F.conv2d(x, *outputs_of(common), stride=stride, padding=padding))
         for (_, start, stop), own in zip(rows, chosen):
@@ -181,7 +184,7 @@ def _group_conv(x: Tensor, rows: Sequence[tuple[int, int, int]], weight: Tensor,
         out = F.conv2d(x.index_select(1, common), weight.index_select(1, common), bias, stride=stride,
                        padding=padding)
     else:
-        out = zeros()
+        out = zeros(shape, x, memory_format(x))
     for (_, start, stop), own in zip(rows, chosen):
         rest = (own & ~shared).nonzero()[:, 0]
         if len(rest):
@@ -206,12 +209,13 @@ def conv_frames(plan: TilePlan, x: Tensor, weight: Tensor, bias: Tensor | None, 
     Per frame ``n``, only the output channels ``outputs[n]`` are computed (``(N, C_out)`` bool;
     the others stay zero), or only the input channels ``inputs[n]`` are read (``(N, C_in)``; the
     others must be zero, as skipped channels are); ``None`` means every channel, and at most one
-    of the two may be given. The frames on tiles and the dense frames each run the channels they
-    all select as one convolution, then each frame its own remaining ones (:func:`_group_conv`),
-    on the dense frames only: there a frame's convolution alone is weight-bound (at 14x14 and 7x7
-    one frame runs at 40-65% of a batched convolution's rate on this CPU), while on tiles a frame
-    already convolves a batch of patches and a second convolution per frame costs more than it
-    gains (measured at 8x224x224, `benchmarks/dstep_synth.py`'s paper-scale figure).
+    of the two may be given. Frames on tiles convolve their own channels of their patches, one
+    convolution per frame. Dense frames run the channels they all select as one batched
+    convolution and then each its remaining ones (:func:`_group_conv` with ``share``): a frame's
+    convolution alone is weight-bound there (at 14x14 and 7x7 one frame runs at 40-65% of a
+    batched convolution's rate on this CPU), while a frame on tiles already convolves a batch of
+    patches and a second convolution per frame cost more than it gained (measured at 8x224x224,
+    ``benchmarks/dstep_synth.py``'s paper-scale figure).
     """
     if outputs is not None and inputs is not None:
         raise ValueError("conv_frames selects output or input channels per frame, not both")
@@ -241,8 +245,7 @@ def assemble(plan: TilePlan, tiles: Tensor | None, dense: Tensor | None, *, chan
         out = plan.scatter(tiles, size)
     else:
         layout = memory_format(dense) if dense is not None else torch.contiguous_format
-        out = torch.empty(plan.frames, channels, *size, dtype=pixels.dtype, device=pixels.device,
-                          memory_format=layout).zero_()
+        out = zeros((plan.frames, channels, *size), pixels, layout)
     if dense is not None:
         frames = torch.tensor(plan.dense, device=out.device)
         out.index_copy_(0, frames, dense * pixels.index_select(0, frames))
