@@ -203,3 +203,12 @@ def round_channels(channels: int, width_mult: float = 1.0, divisor: int = 1) -> 
 def round_depth(blocks: float, depth_mult: float = 1.0) -> int:
     """Blocks in a stage after the depth multiplier: ``ceil(blocks * depth_mult)``, at least 1."""
     return max(1, math.ceil(blocks * depth_mult - 1e-9))
+
+
+def spec_input_shape(spec: ArchSpec) -> tuple[int, int, int, int, int]:
+    """The input one test view of ``spec`` feeds its model: ``(1, 3, num_frames, test_crop, test_crop)``.
+
+    Cost, latency and exports are stated at the test crop, the input the model is evaluated on
+    (papers report SlowFast's cost at its 256 test crop, not its 224 training crop).
+    """
+    return (1, 3, spec.num_frames, spec.test_crop, spec.test_crop)

@@ -29,7 +29,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from effvid.errors import ConfigError
 from effvid.models import create_from_spec, default_spec
 from effvid.models.base import is_dynamic
-from effvid.spec import ArchSpec
+from effvid.spec import ArchSpec, spec_input_shape
 
 BN_MACS_PER_ELEMENT = 5
 """MACs counted per BatchNorm output element when ``with_bn`` (PyTorchVideo's convention)."""
@@ -82,15 +82,6 @@ class CostReport:
 def format_shape(shape: Sequence[int]) -> str:
     """An input shape as people write it: ``1x3x16x112x112``."""
     return "x".join(str(d) for d in shape)
-
-
-def spec_input_shape(spec: ArchSpec) -> tuple[int, int, int, int, int]:
-    """The input one test view of ``spec`` feeds its model: ``(1, 3, num_frames, test_crop, test_crop)``.
-
-    Cost, latency and exports are stated at the test crop, the input the model is evaluated on
-    (papers report SlowFast's cost at its 256 test crop, not its 224 training crop).
-    """
-    return (1, 3, spec.num_frames, spec.test_crop, spec.test_crop)
 
 
 def count_spec(spec: ArchSpec, *, with_bn: bool = False, per_layer: bool = False) -> CostReport:

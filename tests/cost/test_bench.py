@@ -90,7 +90,7 @@ def test_per_layer_shares_sum_to_one_and_gmacs_follow_the_static_split(tiny_benc
     report = count_cost(default_spec("r2plus1d_18", **TINY), per_layer=True)
     static = static_layer_gmacs(report.layers)
     layers = {row["module"]: row for row in rows if row["module"] != OTHER_OPS}
-    assert set(layers) <= set(static) and all(row["type"] in ("Conv3d", "OneDnnConv3d", "Linear") for row in layers.values())
+    assert set(layers) <= set(static) and all(row["type"] in ("Conv3d", "OneDnnConv3d", "FoldedConv3d", "Linear") for row in layers.values())
     for name, row in layers.items():
         assert row["gmacs_share"] == pytest.approx(static[name] / report.gmacs, rel=1e-9)
         assert row["time_ms"] > 0

@@ -39,7 +39,7 @@ def test_a_prepared_model_runs_every_3d_convolution_in_onednn_with_the_same_outp
     prepared = prepare_for_inference(model)
     assert list(prepared.state_dict()) == keys
     convs = [m for m in prepared.modules() if isinstance(m, nn.Conv3d)]
-    assert convs and all(type(m) is OneDnnConv3d for m in convs)
+    assert convs and all(isinstance(m, OneDnnConv3d) for m in convs)
     kernels = Kernels()
     with torch.no_grad(), kernels:
         got = prepared(x)

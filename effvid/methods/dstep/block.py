@@ -51,6 +51,7 @@ from effvid.methods.dstep.mask import SpatialMask
 from effvid.methods.dstep.policy import ChannelPolicy, next_frame, previous_frame
 from effvid.methods.dstep.settings import COMPUTE, REUSE, SKIP, DStepSettings
 from effvid.methods.dstep.sparse import TilePlan, assemble, conv_frames, output_size, tiles_to_pixels
+from effvid.models.fold import fold_into, tensors_key
 from effvid.models.layers import BasicBlock, Bottleneck, TemporalShiftMixin
 
 
@@ -71,9 +72,8 @@ class BlockRecord:
 def fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
     """``conv``'s weight (contiguous: a frame's channels are sliced from it) and a bias with the
     inference BatchNorm ``bn`` folded in."""
-    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-    weight = conv.weight * scale[:, None, None, None]
-    return weight.contiguous(), bn.bias - bn.running_mean * scale
+    weight, bias = fold_into(conv.weight, conv.bias, bn)
+    return weight.contiguous(), bias
 
 
 def _geometry(conv: nn.Conv2d) -> dict[str, int]:
@@ -111,8 +111,7 @@ class DStepBlock(TemporalShiftMixin, nn.Module):
         """:func:`fold_bn` of two of this block's modules, kept until any of their tensors
         changes (an optimiser step or a loaded state dict bumps its version)."""
         conv, bn = self.get_submodule(conv_name), self.get_submodule(bn_name)
-        tensors = (conv.weight, bn.weight, bn.bias, bn.running_mean, bn.running_var)
-        key = tuple(v for t in tensors for v in (id(t), t._version, t.data_ptr()))
+        key = tensors_key(conv.weight, bn.weight, bn.bias, bn.running_mean, bn.running_var)
         cached = self._folded.get(conv_name)
         if cached is None or cached[0] != key:
             cached = key, fold_bn(conv, bn)

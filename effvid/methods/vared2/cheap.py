@@ -73,6 +73,21 @@ def place_repeated(target: Tensor, frames: Tensor, stride: int) -> None:
         target[:, :, whole * stride :].copy_(frames[:, :, whole : whole + 1])
 
 
+def fill_repeated(out: Tensor, stride: int) -> None:
+    """Copy each ``stride``-th frame of ``out (B, C, T, H, W)`` (the computed ones, written there
+    already) into the ``stride - 1`` frames after it, in place: what :func:`place_repeated`
+    writes, without a separate source."""
+    if stride == 1:
+        return
+    frames = out.shape[2]
+    whole = frames // stride
+    if whole:
+        groups = out[:, :, : whole * stride].unflatten(2, (whole, stride))
+        groups[:, :, :, 1:].copy_(groups[:, :, :, :1])
+    if whole * stride + 1 < frames:
+        out[:, :, whole * stride + 1 :].copy_(out[:, :, whole * stride : whole * stride + 1])
+
+
 def mix_repeated_in_place(z: Tensor, near: Tensor, far: Tensor, stride: int) -> Tensor:
     """``near * z + far * repeat(z[:, :, ::stride])`` (Eq. 3.5 over two temporal choices, every
     frame and every ``stride``-th, :func:`repeat_frames`'s copy as the rebuild), computed in

@@ -12,7 +12,8 @@ from effvid.cost.static import count_cost
 from effvid.engine.optim import load_matching
 from effvid.errors import ConfigError
 from effvid.methods.vared2 import VARed2
-from effvid.models import create_from_spec
+from effvid.models import create_from_spec, prepare_for_inference
+from effvid.models.fold import FoldedBatchNorm
 
 
 @pytest.mark.parametrize(("family", "layers"), [("r2plus1d_18", 8), ("x3d_m", 14)])
@@ -26,6 +27,21 @@ def test_reported_cost_equals_the_executed_count_and_varies_by_clip(family, laye
     with torch.no_grad():
         batched = model.eval()(x)
     assert torch.allclose(batched, executed.logits, atol=1e-4)  # grouped batch == one by one
+
+
+@pytest.mark.parametrize("family", ["r2plus1d_18", "x3d_m"])
+def test_prepared_for_inference_its_batchnorms_fold_and_the_cost_is_still_what_it_executes(family):
+    model = create_from_spec(tiny_spec(family, temporal_choices=3, channel_choices=3))
+    randomize_gates(model)
+    x = torch.randn(4, 3, 4, 32, 32) * torch.linspace(0.2, 3.0, 4).view(4, 1, 1, 1, 1)
+    with torch.no_grad():
+        expected = model.eval()(x)
+    prepare_for_inference(model)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm3d)]
+    assert norms and all(isinstance(m, FoldedBatchNorm) for m in norms)
+    assert all("absorbed" in layer.__dict__ for layer in model.dynamic_layers())
+    executed = check_reported_cost(model, x)
+    assert torch.allclose(executed.logits, expected, atol=1e-4)
 
 
 def test_default_wrap_is_the_spatial_convs_of_r2plus1d_and_pointwise_of_x3d():
