@@ -258,6 +258,9 @@ class DynamicConv3d(nn.Module):
         bias, so it carries the scale along). With an absorbed BatchNorm (``affine``), the scale
         and its map are one pass that writes the computed frames straight into the output."""
         weight, bias = self._weights(channel)
+        if affine is not None and channel == 0 and time == 0 and weight.numel() < self.out_channels * math.prod(
+                self.out_size(x.shape[2:])):
+            return self._run_full_folded(x, scale, weight, bias, affine)
         y = self._strided_conv(x, weight, bias, self.stride[0] * self.strides[time])
         if affine is not None:
             return self._run_single_affine(y, scale, channel, time, out_frames, affine)
@@ -270,6 +273,24 @@ class DynamicConv3d(nn.Module):
         if k < self.out_channels:
             place_repeated(out[:, k:], self.cheap[channel - 1](y), self.strides[time])
         return out
+
+    def _run_full_folded(self, x: Tensor, scale: Tensor, weight: Tensor, bias: Tensor | None,
+                         affine: tuple[Tensor, Tensor]) -> Tensor:
+        """The full choice with the absorbed BatchNorm ``affine = (a, b)``: each clip's weight ``V``
+        and ``a`` folded into the filters (``W V a``, bias ``bias V a + b``), so no pass over the
+        output is left. Every clip runs its own convolution, alone or in a batch: the same
+        arithmetic either way, so a clip's result does not depend on its batch. Taken where the
+        filters are smaller than a clip's output (a shape rule: the same for every batch), since
+        the fold is a pass over the filters."""
+        gains = scale.view(-1, 1) * affine[0].view(1, -1)
+        shift = affine[1].view(-1)
+        outs = []
+        for i in range(x.shape[0]):
+            gain = gains[i]
+            folded_bias = shift if bias is None else torch.addcmul(shift, bias, gain)
+            outs.append(self._strided_conv(x[i : i + 1], weight * gain.view(-1, 1, 1, 1, 1), folded_bias,
+                                           self.stride[0]))
+        return outs[0] if len(outs) == 1 else torch.cat(outs)
 
     def _run_single_affine(self, y: Tensor, scale: Tensor, channel: int, time: int, out_frames: int,
                            affine: tuple[Tensor, Tensor]) -> Tensor:
