@@ -1,4 +1,8 @@
-"""prepare_for_inference: the default variant is in eval mode, frozen, and computes what eager does."""
+"""prepare_for_inference: the default variant is in eval mode, frozen, and computes what eager does;
+large activations reuse freed pages."""
+
+import platform
+import resource
 
 import pytest
 import torch
@@ -25,3 +29,14 @@ def test_default_variant_is_one_of_the_measured_ones():
     from effvid.models.inference import DEFAULT_VARIANT
 
     assert DEFAULT_VARIANT in VARIANTS
+
+
+@pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc's malloc only")
+def test_after_keep_freed_memory_a_large_activation_reuses_its_pages():
+    from effvid.models.inference import keep_freed_memory
+
+    assert keep_freed_memory() and keep_freed_memory()
+    torch.empty(10_000_000).fill_(1.0)  # 40 MB, above glibc's largest mmap threshold, touched and freed
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    torch.empty(10_000_000).fill_(1.0)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before < 500  # not ~10,000 fresh pages
