@@ -13,12 +13,13 @@ Which BatchNorm reads which convolution is found by running the model once on it
 (:func:`find_pairs`): a pair is a convolution module (groups any, 2D or 3D) and a BatchNorm whose
 every call reads, unchanged (same tensor, same version), the output of that convolution's call
 just before it, with no other module called between them, and whose convolution never runs
-without it. A module a method runs functionally (its own folded or sliced weights) is not
-seen, so it is not touched. A method's own convolution module takes part by defining
-``absorb_batchnorm(bn)`` (``None`` undoes it): it then applies ``bn`` itself at inference
-(:func:`batchnorm_affine`), for example fused with a per-sample scale it applies anyway. The folded model's logits on the same input must then match the
-unfolded ones (``atol`` 1e-4 relative to their scale), or nothing is folded: that catches a
-convolution output read elsewhere as well, which hooks cannot see.
+without it. The folded model's logits on the same input must then match the unfolded ones
+(``atol`` 1e-4 relative to their scale), or nothing is folded: that catches a convolution
+output read elsewhere as well, which hooks cannot see. A module a method runs functionally
+(its own folded or sliced weights) is not seen, so it is not touched; a method's own
+convolution module takes part by defining ``absorb_batchnorm(bn)`` (``None`` undoes it), and
+then applies ``bn`` itself at inference (:func:`batchnorm_affine`), for example fused with a
+per-sample scale it applies anyway.
 
 Folding is an inference view, not a rewrite: both modules keep their parameters, buffers and
 state-dict keys. The convolution (:class:`FoldedConv2d`, :class:`FoldedConv3d`) runs the folded
@@ -41,8 +42,6 @@ from effvid.models.onednn import OneDnnConv3d
 from effvid.spec import spec_input_shape
 
 log = logging.getLogger(__name__)
-
-BATCH_NORMS = (nn.BatchNorm2d, nn.BatchNorm3d)
 
 
 def batchnorm_affine(bn: nn.modules.batchnorm._BatchNorm, bias: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -141,7 +140,7 @@ def _fold(conv: nn.Module, bn: nn.Module) -> None:
 
 
 def _unfold(conv: nn.Module, conv_class: type, bn: nn.Module, bn_class: type) -> None:
-    if conv_class is type(conv):
+    if conv_class is type(conv):  # the module absorbed the BatchNorm itself
         conv.absorb_batchnorm(None)  # type: ignore[operator]
     else:
         conv.__class__ = conv_class
@@ -196,8 +195,9 @@ def fold_batchnorms(model: nn.Module) -> int:
     if spec is None:
         return 0
     param = next(model.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
-    x = torch.randn(spec_input_shape(spec), generator=torch.Generator().manual_seed(0)).to(device)
+    x = torch.randn(spec_input_shape(spec), generator=torch.Generator().manual_seed(0))
+    if param is not None:
+        x = x.to(device=param.device, dtype=param.dtype if param.is_floating_point() else x.dtype)
     pairs, before = find_pairs(model, x)
     if not pairs:
         return 0

@@ -36,9 +36,10 @@ Prepared for inference (:func:`effvid.models.prepare_for_inference`, which folds
 network's BatchNorms into its convolutions), a dynamic convolution absorbs the BatchNorm that
 reads its output (:meth:`DynamicConv3d.absorb_batchnorm`): the clip's weight and the
 BatchNorm's affine map become one pass, which writes the computed frames and channels straight
-into the output. At R(2+1)D-18's 16x128x128 with one thread that took the paper-scale ratio of
-time saved to GMACs saved from 0.51 to 0.58 (the BatchNorm of a full output allocates and fills
-it once more).
+into the output, and a full-choice clip folds both into its filters where they are smaller
+than its output. At R(2+1)D-18's 16x128x128 with one thread, this and the allocator setting of
+the same preparation took the paper-scale ratio of time saved to GMACs saved from 0.47 to
+0.57-0.68 over five runs (the BatchNorm of a full output had allocated and filled it once more).
 """
 
 from __future__ import annotations
@@ -252,15 +253,16 @@ class DynamicConv3d(nn.Module):
         """Clips with one active choice per axis: ``scale (B,)`` (their ``V_c V_t``) times that
         choice. The convolution's output is scaled in place: the same arithmetic for one clip
         as for a group, so a clip's result, and the decisions of the layers after it, do not
-        depend on the batch it came in (folding the scale into one clip's filters would save
-        that pass, but rounds differently, and a gate near 0 then flips; measured). The rebuilt
-        channels and frames are written straight into the output (the channel rebuild has no
-        bias, so it carries the scale along). With an absorbed BatchNorm (``affine``), the scale
-        and its map are one pass that writes the computed frames straight into the output."""
+        depend on the batch it came in (folding the scale into a lone clip's filters while a
+        group shares its filters would round the two differently, and a gate near 0 then
+        flips; measured). The rebuilt channels and frames are written straight into the output
+        (the channel rebuild has no bias, so it carries the scale along). With an absorbed
+        BatchNorm (``affine``): :meth:`_run_full_folded` for the full choice where the filters
+        are smaller than a clip's output, else :meth:`_run_single_affine`."""
         weight, bias = self._weights(channel)
-        if affine is not None and channel == 0 and time == 0 and weight.numel() < self.out_channels * math.prod(
-                self.out_size(x.shape[2:])):
-            return self._run_full_folded(x, scale, weight, bias, affine)
+        if affine is not None and channel == 0 and time == 0:
+            if weight.numel() < self.out_channels * math.prod(self.out_size(x.shape[2:])):
+                return self._run_full_folded(x, scale, weight, bias, affine)
         y = self._strided_conv(x, weight, bias, self.stride[0] * self.strides[time])
         if affine is not None:
             return self._run_single_affine(y, scale, channel, time, out_frames, affine)
