@@ -140,6 +140,66 @@ def _randint(high: int, generator: torch.Generator | None) -> int:
 
 
 @dataclass(frozen=True)
+class CropBox:
+    """One training geometry: frames resized so the short side is ``short`` (``height x width``),
+    the ``box_height x box_width`` window at ``(top, left)`` cut out, mirrored when ``flipped``."""
+
+    short: int
+    height: int
+    width: int
+    top: int
+    left: int
+    box_height: int
+    box_width: int
+    flipped: bool
+
+    def scaled(self, factor: float, frame_height: int, frame_width: int) -> CropBox:
+        """The same region of a ``frame_height x frame_width`` frame with every length times
+        ``factor``: the box at the same relative place within the room the frame leaves around it."""
+        short = round(self.short * factor)
+        height, width = short_side_size(frame_height, frame_width, short)
+        box_height = min(height, round(self.box_height * factor))
+        box_width = min(width, round(self.box_width * factor))
+        return CropBox(short, height, width,
+                       _same_place(self.top, self.height - self.box_height, height - box_height),
+                       _same_place(self.left, self.width - self.box_width, width - box_width),
+                       box_height, box_width, self.flipped)
+
+
+def _same_place(offset: int, room: int, new_room: int) -> int:
+    """The offset at the same fraction of ``new_room`` as ``offset`` is of ``room`` (centred when
+    the old box filled its frame)."""
+    return round(offset * new_room / room) if room else new_room // 2
+
+
+def draw_box(spec: ArchSpec, frame_height: int, frame_width: int, generator: torch.Generator | None, *,
+             flip: bool = False, multiscale: bool = False) -> CropBox:
+    """The random training geometry of ``spec`` (module docstring) for frames of this size, drawn
+    from ``generator`` in a fixed order: the short side (or TSN's box), the offsets, the flip."""
+    size = spec.crop_size
+    if multiscale:
+        short = spec.test_short_side
+        height, width = short_side_size(frame_height, frame_width, short)
+        top, left, box_height, box_width = multiscale_crop_box(height, width, size, generator)
+    else:
+        low, high = spec.train_resize_range
+        short = low + _randint(high - low + 1, generator)
+        height, width = short_side_size(frame_height, frame_width, short)
+        top = _randint(height - size + 1, generator)
+        left = _randint(width - size + 1, generator)
+        box_height = box_width = size
+    flipped = flip and bool(_randint(2, generator))
+    return CropBox(short, height, width, top, left, box_height, box_width, flipped)
+
+
+def cut(clip: torch.Tensor, box: CropBox, spec: ArchSpec) -> torch.Tensor:
+    """The ``(T, 3, H, W)`` uint8 clip cut by ``box`` into ``spec``'s normalised crop square."""
+    window = crop(resize(clip, box.height, box.width), box.top, box.left, box.box_height, box.box_width)
+    window = resize(window, spec.crop_size, spec.crop_size)
+    return normalize(flip(window) if box.flipped else window, spec.mean, spec.std)
+
+
+@dataclass(frozen=True)
 class TrainTransform:
     """Random training geometry for one clip (see the module doc); build with :func:`train_transform`."""
 
@@ -151,20 +211,9 @@ class TrainTransform:
                  crop_index: int = 0) -> torch.Tensor:
         """The augmented, normalised clip; ``crop_index`` is ignored (one random crop)."""
         clip = as_clip_tensor(frames)
-        size = self.spec.crop_size
-        if self.multiscale:
-            clip = resize_short_side(clip, self.spec.test_short_side)
-            top, left, crop_h, crop_w = multiscale_crop_box(clip.shape[-2], clip.shape[-1], size, generator)
-            clip = resize(crop(clip, top, left, crop_h, crop_w), size, size)
-        else:
-            low, high = self.spec.train_resize_range
-            clip = resize_short_side(clip, low + _randint(high - low + 1, generator))
-            top = _randint(clip.shape[-2] - size + 1, generator)
-            left = _randint(clip.shape[-1] - size + 1, generator)
-            clip = crop(clip, top, left, size, size)
-        if self.flip and _randint(2, generator):
-            clip = flip(clip)
-        return normalize(clip, self.spec.mean, self.spec.std)
+        box = draw_box(self.spec, clip.shape[-2], clip.shape[-1], generator, flip=self.flip,
+                       multiscale=self.multiscale)
+        return cut(clip, box, self.spec)
 
 
 @dataclass(frozen=True)
