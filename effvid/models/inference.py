@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import platform
 from typing import Literal
 
@@ -48,9 +49,9 @@ def to_channels_last(model: nn.Module) -> nn.Module:
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)
-_kept: list[bool] = []
 
 
+@functools.cache
 def keep_freed_memory() -> bool:
     """Make glibc's malloc serve every allocation from its heap and keep what is freed there
     (``mallopt``: no mmap allocations, trimming only above 2 GiB), for the rest of the process;
@@ -62,14 +63,10 @@ def keep_freed_memory() -> bool:
     thread: a BatchNorm over a 37.7 MB output took 17.1 ms instead of 6.3, and R(2+1)D-18 at
     16x128x128 ran a batch-1 clip in 829 ms instead of 767 (its VA-RED2 model: 674 and 606).
     The memory a process has freed is then not handed back to the system while it runs."""
-    if _kept:
-        return _kept[0]
-    applied = False
-    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
-        libc = ctypes.CDLL(ctypes.util.find_library("c"))
-        applied = bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
-    _kept.append(applied)
-    return applied
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    return bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
 
 
 def prepare_for_inference(model: nn.Module, *, variant: Variant = DEFAULT_VARIANT) -> nn.Module:

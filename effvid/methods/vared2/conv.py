@@ -243,15 +243,15 @@ class DynamicConv3d(nn.Module):
         channels = [i for i, on in enumerate(active_c) if on]
         times = [j for j, on in enumerate(active_t) if on]
         if len(channels) == 1 and len(times) == 1:
-            return self._run_single(x, v_c[:, channels[0]] * v_t[:, times[0]], channels[0], times[0], out_size[0],
+            return self._run_single(x, v_c[:, channels[0]] * v_t[:, times[0]], channels[0], times[0], out_size,
                                     affine)
         out = self._mix(self._conv(x, channels[0], times[0]), v_c, v_t, channels, times, out_size[0])
         return out if affine is None else torch.addcmul(affine[1], out, affine[0], out=out)
 
-    def _run_single(self, x: Tensor, scale: Tensor, channel: int, time: int, out_frames: int,
+    def _run_single(self, x: Tensor, scale: Tensor, channel: int, time: int, out_size: Triple,
                     affine: Affine) -> Tensor:
         """Clips with one active choice per axis: ``scale (B,)`` (their ``V_c V_t``) times that
-        choice. The convolution's output is scaled in place: the same arithmetic for one clip
+        choice, at output size ``out_size``. The convolution's output is scaled in place: the same arithmetic for one clip
         as for a group, so a clip's result, and the decisions of the layers after it, do not
         depend on the batch it came in (folding the scale into a lone clip's filters while a
         group shares its filters would round the two differently, and a gate near 0 then
@@ -260,8 +260,9 @@ class DynamicConv3d(nn.Module):
         BatchNorm (``affine``): :meth:`_run_full_folded` for the full choice where the filters
         are smaller than a clip's output, else :meth:`_run_single_affine`."""
         weight, bias = self._weights(channel)
+        out_frames = out_size[0]
         if affine is not None and channel == 0 and time == 0:
-            if weight.numel() < self.out_channels * math.prod(self.out_size(x.shape[2:])):
+            if weight.numel() < self.out_channels * math.prod(out_size):
                 return self._run_full_folded(x, scale, weight, bias, affine)
         y = self._strided_conv(x, weight, bias, self.stride[0] * self.strides[time])
         if affine is not None:
