@@ -13,6 +13,10 @@ Initial biases: ``full_bias`` (1) for each axis's "compute everything" choice, `
 every rebuilt channel then enters at the weight of the computed one, and the base's features
 are lost.
 
+At inference (eval mode, gradients off) on a channels-last input, the pooling's ``1 / (H W)``
+and the BatchNorm are folded into ``FC1`` (:meth:`SoftModulationGate.folded_weights`): the gate
+is then one sum over space and two matrix products, the same values to float rounding.
+
 Gradient of the clamp (the thesis does not say; ``revive``): by default the plain clamp, whose
 choices below 0 get no gradient. ``revive`` passes the gradient of ``tanh(a)`` through the
 clamp (straight-through), so the classification loss still sees what a switched-off choice
@@ -31,6 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from effvid.methods.common.gumbel import straight_through
+from effvid.models.fold import batchnorm_affine, folding, tensors_key
 
 
 @dataclass
@@ -80,8 +85,10 @@ class SoftModulationGate(nn.Module):
         if x.shape[1] != self.in_channels or x.shape[2] != self.in_frames:
             raise ValueError(f"the gate was built for {self.in_channels} channels x {self.in_frames} frames, "
                              f"got an input of shape {tuple(x.shape)} (VA-RED2 gates fix the clip length)")
-        pooled = spatial_mean(x).flatten(1)
-        a = self.fc2(torch.tanh(self.bn(self.fc1(pooled))))
+        if folding(self) and _channels_last(x):
+            a = self._folded_forward(x)
+        else:
+            a = self.fc2(torch.tanh(self.bn(self.fc1(spatial_mean(x).flatten(1)))))
         t = torch.tanh(a)
         v = straight_through(t.clamp_min(0.0), t) if self.revive and torch.is_grad_enabled() else t.clamp_min(0.0)
         ones = v.new_ones((x.shape[0], 1))
@@ -91,10 +98,43 @@ class SoftModulationGate(nn.Module):
         return GateOutput(v_t=v_t, v_c=v_c, a_t=a_t, a_c=a_c)
 
 
+    def _folded_forward(self, x: Tensor) -> Tensor:
+        """``fc2(tanh(bn(fc1(G(x)))))`` at inference for a channels-last ``x``: the spatial mean's
+        ``1 / (H W)`` and the BatchNorm are folded into ``fc1``, whose columns are reordered to the
+        ``(T, C)`` order of the input's storage, so the pooling is one sum over the contiguous
+        ``H W`` positions and the gate two matrix products (:meth:`folded_weights`)."""
+        batch, channels, frames, height, width = x.shape
+        w1, b1, w2 = self.folded_weights(height * width)
+        pooled = x.permute(0, 2, 3, 4, 1).reshape(batch, frames, height * width, channels).sum(2)
+        hidden = torch.addmm(b1, pooled.view(batch, frames * channels), w1).tanh_()
+        return torch.addmm(self.fc2.bias, hidden, w2)
+
+    def folded_weights(self, positions: int) -> tuple[Tensor, Tensor, Tensor]:
+        """``(W1, b1, W2)`` of :meth:`_folded_forward` for inputs of ``positions`` (``H W``) pixels
+        per frame, both weights transposed for ``addmm``; kept until one of the tensors they come
+        from changes."""
+        bn = self.bn
+        key = (positions, *tensors_key(self.fc1.weight, bn.weight, bn.bias, bn.running_mean, bn.running_var,
+                                       self.fc2.weight))
+        cached = self.__dict__.get("_folded_cache")
+        if cached is None or cached[0] != key:
+            scale, shift = batchnorm_affine(bn)
+            hidden = self.fc1.out_features
+            w1 = self.fc1.weight.view(hidden, self.in_channels, self.in_frames).transpose(1, 2)
+            w1 = (w1.reshape(hidden, -1) * (scale / positions).view(-1, 1)).t().contiguous()
+            cached = key, (w1, shift, self.fc2.weight.t().contiguous())
+            self.__dict__["_folded_cache"] = cached
+        return cached[1]
+
+
+def _channels_last(x: Tensor) -> bool:
+    return not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last_3d)
+
+
 def spatial_mean(x: Tensor) -> Tensor:
     """``x (B, C, T, H, W)`` averaged over space, ``(B, C, T)``. A channels-last input is reduced
     in its own layout (over the middle axes of its ``(B, T, H, W, C)`` storage), which on CPU
     takes a fifth of the time of reducing its strided ``H, W`` axes."""
-    if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last_3d):
+    if _channels_last(x):
         return x.permute(0, 2, 3, 4, 1).mean(dim=(2, 3)).transpose(1, 2)
     return x.mean(dim=(3, 4))

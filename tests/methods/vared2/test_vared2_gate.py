@@ -65,3 +65,23 @@ def test_a_choice_below_zero_still_learns_only_when_revived(revive):
         assert torch.allclose(grad[[0, 2]], torch.full((2,), 4 * (1 - torch.tanh(torch.tensor(-2.0)) ** 2)))
     else:
         assert (grad[[0, 2]] == 0).all()
+
+
+def test_inference_on_channels_last_folds_pooling_and_batchnorm_into_the_first_layer():
+    gate = SoftModulationGate(in_channels=6, in_frames=3, hidden=5, temporal_choices=3, channel_choices=2)
+    with torch.no_grad():
+        gate.bn.running_mean.normal_()
+        gate.bn.running_var.uniform_(0.5, 2.0)
+        gate.bn.weight.normal_()
+        gate.fc2.weight.normal_(0, 2.0)
+    gate.eval()
+    x = torch.randn(4, 6, 3, 5, 7).contiguous(memory_format=torch.channels_last_3d)
+    plain = gate(x)  # gradients on: the formula as written
+    with torch.no_grad():
+        folded = gate(x)
+        assert "_folded_cache" in gate.__dict__  # the folded path ran
+        assert torch.allclose(folded.a_t, plain.a_t, atol=1e-5) and torch.allclose(folded.a_c, plain.a_c, atol=1e-5)
+        assert torch.equal(folded.v_t > 0, plain.v_t > 0)
+        gate.bn.running_mean.add_(1.0)  # new statistics: the folded weights follow
+        assert torch.allclose(gate(x).a_t, gate(x.contiguous()).a_t, atol=1e-5)
+        assert not torch.allclose(gate(x).a_t, folded.a_t, atol=1e-3)
