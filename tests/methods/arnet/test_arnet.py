@@ -228,7 +228,10 @@ def test_the_policys_lstm_step_is_lstm_cell_arithmetic_with_the_input_projection
     for t in range(5):
         expected = policy.lstm(features[:, t], (h, c))
         h, c = policy.step(inputs[:, t], h, c)
-        assert torch.allclose(h, expected[0], atol=1e-6) and torch.allclose(c, expected[1], atol=1e-6)
+        # float32 rounding of the split projection (1e-6 of the O(1) gates on an AVX-512 CPU) is allowed;
+        # a wrong gate order or a missing bias differs by far more
+        torch.testing.assert_close(h, expected[0], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(c, expected[1], rtol=1e-5, atol=1e-5)
 
 
 def test_every_shipped_arnet_config_loads_and_builds_its_model():
