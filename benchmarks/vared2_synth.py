@@ -23,10 +23,14 @@ then reports, per backbone, the dynamic model against its own base:
    for every wrapped convolution, the GMACs it executed and the ms it took in the base and in
    the dynamic model (its gate, chosen convolution and cheap rebuild included), plus what lies
    outside the wrapped layers, on ``--layer-clips`` validation clips;
-4. the paper-scale batch-1 latency (:func:`paper_scale_latency`: the thesis's R(2+1)D-18 at
+4. the frame-skipping bound (:func:`frame_skipping_bound`): the base with every wrapped
+   convolution run on every other frame and its frames copied (:class:`EveryOtherFrame`), no
+   gate, against the base at batch 1 and at batch 8: the largest ratio of time saved to GMACs
+   saved that the temporal choice can reach at this input once its decisions cost nothing;
+5. the paper-scale batch-1 latency (:func:`paper_scale_latency`: the thesis's R(2+1)D-18 at
    16x128x128, random weights, each layer forced to a drawn single-choice pattern), where
    convolutions are large enough that the time they take follows their MACs;
-5. the cost the dynamic model reports against the executed-op count
+6. the cost the dynamic model reports against the executed-op count
    (:func:`effvid.cost.executed.count_executed`) on every validation view, with the largest
    absolute difference (:func:`effvid.engine.compare.executed_on_dataset`).
 
@@ -52,6 +56,7 @@ import statistics
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
@@ -59,9 +64,10 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from effvid.cost.executed import EXECUTED_FORMULAS
+from effvid.cost.executed import EXECUTED_FORMULAS, count_executed
 from effvid.cost.latency import (
     CpuWatch,
+    compare_on_clips,
     load_record,
     machine_load,
     random_input_saving,
@@ -75,7 +81,8 @@ from effvid.engine.checkpoint import load_model, read_sidecar, resolve_checkpoin
 from effvid.engine.compare import compare_models, executed_on_dataset, validation_clips
 from effvid.engine.train_config import load_train_config
 from effvid.engine.trainer import train
-from effvid.models import create_from_spec, default_spec
+from effvid.methods.vared2.cheap import place_repeated
+from effvid.models import create_from_spec, default_spec, prepare_for_inference, replace_modules
 from effvid.models.base import model_output
 from effvid.spec import MethodSpec
 
@@ -285,6 +292,53 @@ def wrapped_layer_split(base: nn.Module, dynamic: nn.Module, names: Sequence[str
                         "dynamic_ms": sum(r["dynamic_ms"] for r in wrapped)}}
 
 
+class EveryOtherFrame(nn.Module):
+    """A base convolution (one-frame kernel, temporal stride 1) run the way a free gate that picks
+    "every other frame" runs it: on every other input frame, each computed frame then copied to
+    the frame after it (:func:`~effvid.methods.vared2.cheap.place_repeated`). No gate, no weight,
+    no BatchNorm pass: what the temporal choice saves at best once its decisions cost nothing."""
+
+    def __init__(self, conv: nn.Module) -> None:
+        super().__init__()
+        if conv.kernel_size[0] != 1 or conv.stride[0] != 1 or conv.padding[0] != 0:
+            raise ValueError(f"EveryOtherFrame needs a one-frame kernel at temporal stride 1, got {conv}")
+        self.conv = conv
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.conv(x[:, :, ::2])
+        channels_last = y.is_contiguous(memory_format=torch.channels_last_3d)
+        out = torch.empty((y.shape[0], y.shape[1], x.shape[2], *y.shape[3:]), dtype=y.dtype, device=y.device,
+                          memory_format=torch.channels_last_3d if channels_last else torch.contiguous_format)
+        place_repeated(out, y, 2)
+        return out
+
+
+def frame_skipping_bound(base_checkpoint: Path, patterns: Sequence[str], clips: Sequence[Tensor], *, batch: int,
+                         repeats: int) -> dict[str, Any]:
+    """The base prepared for inference against itself with every convolution that ``patterns``
+    wraps replaced by :class:`EveryOtherFrame` (after preparation, so it keeps its folded
+    BatchNorm), timed interleaved at batch 1 on ``clips`` and at ``batch`` on them grouped:
+    the GMACs saving, the time savings and their ratios, i.e. the most that VA-RED2's temporal
+    choice could turn into time at this input if its gates, weights and grouping were free."""
+    base = prepare_for_inference(load_model(base_checkpoint))
+    bound = prepare_for_inference(load_model(base_checkpoint))
+    replaced = replace_modules(bound, lambda name, _: any(fnmatch(name, p) for p in patterns),
+                               lambda _, conv: EveryOtherFrame(conv))
+    base_gmacs = count_executed(base, clips[0]).per_sample_gmacs.item()
+    bound_gmacs = count_executed(bound, clips[0]).per_sample_gmacs.item()
+    models = {"base": base, "bound": bound}
+    single = compare_on_clips(models, clips, repeats=repeats)
+    grouped = compare_on_batches(models, batched(clips, batch), repeats=repeats)
+    result: dict[str, Any] = {"layers": replaced, "clips": len(clips), "base_gmacs": base_gmacs,
+                              "bound_gmacs": bound_gmacs, "gmacs_saving": 1 - bound_gmacs / base_gmacs}
+    for label, timing in (("batch1", single), (f"batch{batch}", grouped)):
+        base_ms, bound_ms = timing["base"]["latency_ms_mean"], timing["bound"]["latency_ms_mean"]
+        result[label] = {"latency_ms": {"base": base_ms, "bound": bound_ms}, "latency_saving": 1 - bound_ms / base_ms,
+                         "latency_saving_per_gmacs_saving": saving_ratio(
+                             latency=bound_ms, base_latency=base_ms, gmacs=bound_gmacs, base_gmacs=base_gmacs)}
+    return result
+
+
 PAPER_USAGE = {"full": 0.25, "channels/2": 0.25, "frames/2": 0.25, "both/2": 0.25}
 """How often each pattern is drawn for a paper-scale layer (about a third of the GMACs saved)."""
 PATTERNS = {"full": (0, 0), "channels/2": (1, 0), "frames/2": (0, 1), "both/2": (1, 1)}
@@ -345,6 +399,8 @@ def measure_backbone(key: str, trained: dict[str, Any], val: Path, args: argpars
         batch8 = compare_on_batches({"base": base, "VA-RED2": dynamic}, batched(clips[: args.batch_clips], args.batch),
                                     repeats=args.repeats)
         split = wrapped_layer_split(base, dynamic, names, clips[: args.layer_clips], repeats=args.repeats)
+        bound = frame_skipping_bound(trained["base"], dynamic.settings.wrap, clips[: args.batch_clips],
+                                     batch=args.batch, repeats=args.repeats)
     load = load_record(load_before, machine_load(), args.threads, other_cores=watch.other_cores)
     if load["warning"]:
         print(f"warning ({BACKBONES[key]['label']}): {load['warning']}", file=sys.stderr)
@@ -382,6 +438,7 @@ def measure_backbone(key: str, trained: dict[str, Any], val: Path, args: argpars
                                "latency_saving_per_gmacs_saving": batch8_ratio,
                                "latency_saving_per_gmacs_saving_on_eval_gmacs": batch8_eval_ratio},
         "layer_split_total": split["total"], "layer_split_wrapped": split["wrapped"],
+        "frame_skipping_bound": {k: bound[k] for k in ("gmacs_saving", "batch1", f"batch{args.batch}")},
         "executed_vs_reported": {"views": executed["views"], "max_abs_diff_gmacs": executed["max_abs_diff_gmacs"],
                                  "mismatched_views": executed["mismatched_views"]},
     }
@@ -397,6 +454,7 @@ def measure_backbone(key: str, trained: dict[str, Any], val: Path, args: argpars
             "checkpoints": {"base": str(trained["base"]), "VA-RED2": str(trained["vared2"])},
             "train_wall_time_s": {"base": trained["base_train_wall_time_s"], "VA-RED2": trained["vared2_train_wall_time_s"]},
             "wrapped_layers": names, "load": load, "rows": rows, f"batch{args.batch}": batch8, "layer_split": split,
+            "frame_skipping_bound": bound,
             "executed_check": {k: v for k, v in executed.items() if k != "reported_gmacs"},
             "summary": summary, "expectations": expectations}
 
