@@ -2,7 +2,7 @@
 
 The dynamic model starts from the base checkpoint (``init_from``: every base tensor loads by
 name) and trains with ``configs/vared2/r2plus1d_synth_<preset>.yaml`` (cross-entropy, then the
-efficiency loss; shortened by :data:`DEMO_BUDGET`) without validation during training (its one evaluation at the end would repeat
+efficiency loss) without validation during training (its one evaluation at the end would repeat
 the comparison's); both are then evaluated on the validation split with the base's views (the
 base's evaluation reused when the demo already made it) and timed at batch 1 on the same clips,
 interleaved (:func:`effvid.engine.compare.compare_models`).
@@ -25,13 +25,6 @@ TABLE_COLUMNS = [("model", "model"), ("video_top1", "top-1 %"), ("gmacs_per_view
                  ("gmacs_per_view_min", "min"), ("gmacs_per_view_max", "max"), ("dense_gmacs_per_view", "dense"),
                  ("latency_ms", "ms (batch 1)"), ("latency_saving_per_gmacs_saving", "time saved / GMACs saved")]
 LATENCY_CLIPS = {"tiny": 16, "small": 48}
-DEMO_BUDGET: dict[str, tuple[str, ...]] = {
-    "tiny": (),
-    "small": ("epochs=5", "stages.2.epochs=1", "eval_every=5"),
-}
-"""Shorter runs than the configs' (the benchmark's) per preset: ``small`` anneals for one epoch
-instead of two, so the stage fits its 3 minutes on 2 CPU cores (six epochs took 189 s in a fresh
-clone's demo on a slow evening, about 23-26 s an epoch)."""
 
 
 def run_demo_stage(base_checkpoint: str | Path, annotations: dict[str, Path], out_dir: str | Path, *, preset: str,
@@ -44,8 +37,7 @@ def run_demo_stage(base_checkpoint: str | Path, annotations: dict[str, Path], ou
     if not config.is_file():
         raise ConfigError(f"VA-RED2 demo preset {preset!r}: {config} is missing from this effvid installation")
     cfg = load_train_config(config, [f"run_dir={out_dir}", f"init_from={base_checkpoint}",
-                                     f"data.train={annotations['train']}", "data.val=null",
-                                     *DEMO_BUDGET.get(preset, ())])
+                                     f"data.train={annotations['train']}", "data.val=null"])
     result = train(cfg, progress=progress)
     stem = result.best_checkpoint or result.last_checkpoint
     evaluated = {"base": base_evaluation} if base_evaluation is not None else None
