@@ -348,9 +348,10 @@ def random_input_saving(base: nn.Module, dynamic: nn.Module, inputs: Sequence[Te
 
 def saving_ratio(*, latency: float, base_latency: float, gmacs: float, base_gmacs: float) -> float | None:
     """Wall-clock saving over GMACs saving, ``(1 - latency/base) / (1 - gmacs/base)``: 1 when the
-    time falls as much as the MACs; ``None`` when no MACs were saved."""
+    time falls as much as the MACs; ``None`` when no MACs were saved (a saving below 1e-12 of
+    the base is float rounding of a difference of sums, not a MAC)."""
     gmacs_saving = 1.0 - gmacs / base_gmacs
-    if gmacs_saving <= 0:
+    if gmacs_saving <= 1e-12:
         return None
     return (1.0 - latency / base_latency) / gmacs_saving
 

@@ -32,7 +32,8 @@ loaded state dict bumps its version).
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -42,6 +43,7 @@ from effvid.models.onednn import OneDnnConv3d
 from effvid.spec import spec_input_shape
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def batchnorm_affine(bn: nn.modules.batchnorm._BatchNorm, bias: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -67,6 +69,17 @@ def tensors_key(*tensors: Tensor | None) -> tuple[int, ...]:
     return tuple(v for t in tensors if t is not None for v in (id(t), t._version, t.data_ptr()))
 
 
+def kept(store: dict[str, Any], slot: str, key: tuple[Any, ...], compute: Callable[[], T]) -> T:
+    """``compute()``, kept in ``store[slot]`` (a module's ``__dict__``, outside its registered
+    state) with ``key`` and computed again only when ``key`` changes: the caches of folded
+    weights, keyed by :func:`tensors_key` of the tensors they read."""
+    entry = store.get(slot)
+    if entry is None or entry[0] != key:
+        entry = key, compute()
+        store[slot] = entry
+    return entry[1]
+
+
 def folding(module: nn.Module) -> bool:
     """Whether ``module`` runs folded now: eval mode with gradients off."""
     return not module.training and not torch.is_grad_enabled()
@@ -80,11 +93,7 @@ class _Folded:
         conv: Any = self
         bn = conv.__dict__["absorbed"]
         key = tensors_key(conv.weight, conv.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var)
-        cached = conv.__dict__.get("_folded_cache")
-        if cached is None or cached[0] != key:
-            cached = key, fold_into(conv.weight, conv.bias, bn)
-            conv.__dict__["_folded_cache"] = cached
-        return cached[1]
+        return kept(conv.__dict__, "_folded_cache", key, lambda: fold_into(conv.weight, conv.bias, bn))
 
 
 class FoldedConv2d(_Folded, nn.Conv2d):

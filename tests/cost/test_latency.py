@@ -48,6 +48,7 @@ def test_compare_on_clips_times_every_model_on_every_clip_and_reports_their_cost
     assert rows["dynamic"]["clips"] == 3 and rows["dynamic"]["latency_ms_mean"] > 0
     assert saving_ratio(latency=6.0, base_latency=10.0, gmacs=5.0, base_gmacs=10.0) == pytest.approx(0.8)
     assert saving_ratio(latency=6.0, base_latency=10.0, gmacs=10.0, base_gmacs=10.0) is None
+    assert saving_ratio(latency=6.0, base_latency=10.0, gmacs=0.074799104, base_gmacs=0.07479910400000003) is None
 
 
 def test_interleaved_runs_rotate_the_order_every_round():

@@ -51,7 +51,7 @@ from effvid.methods.dstep.mask import SpatialMask
 from effvid.methods.dstep.policy import ChannelPolicy, next_frame, previous_frame
 from effvid.methods.dstep.settings import COMPUTE, REUSE, SKIP, DStepSettings
 from effvid.methods.dstep.sparse import TilePlan, assemble, conv_frames, output_size, tiles_to_pixels
-from effvid.models.fold import fold_into, tensors_key
+from effvid.models.fold import fold_into, kept, tensors_key
 from effvid.models.layers import BasicBlock, Bottleneck, TemporalShiftMixin
 
 
@@ -112,11 +112,7 @@ class DStepBlock(TemporalShiftMixin, nn.Module):
         changes (an optimiser step or a loaded state dict bumps its version)."""
         conv, bn = self.get_submodule(conv_name), self.get_submodule(bn_name)
         key = tensors_key(conv.weight, bn.weight, bn.bias, bn.running_mean, bn.running_var)
-        cached = self._folded.get(conv_name)
-        if cached is None or cached[0] != key:
-            cached = key, fold_bn(conv, bn)
-            self._folded[conv_name] = cached
-        return cached[1]
+        return kept(self._folded, conv_name, key, lambda: fold_bn(conv, bn))
 
     @property
     def stride(self) -> int:

@@ -38,9 +38,11 @@ reads its output (:meth:`DynamicConv3d.absorb_batchnorm`): the clip's weight and
 BatchNorm's affine map become one pass, which writes the computed frames and channels straight
 into the output, and a clip computing every filter (at any temporal stride) folds both into its
 filters where they are smaller than the output it computes, leaving only the copy of the computed
-frames to the skipped ones. At R(2+1)D-18's 16x128x128 with one thread, this and the allocator setting of
-the same preparation took the paper-scale ratio of time saved to GMACs saved from 0.47 to
-0.57-0.68 over five runs (the BatchNorm of a full output had allocated and filled it once more).
+frames to the skipped ones. At R(2+1)D-18's 16x128x128 with one thread, the absorbed BatchNorm
+and the allocator setting of the same preparation took the paper-scale ratio of time saved to
+GMACs saved from 0.47 to 0.57-0.68 over five runs (the BatchNorm of a full output had allocated
+and filled it once more); folding the strided full-filter choice and the gate's own fold
+(:mod:`~effvid.methods.vared2.gate`) took it from 0.68 to 0.69-0.74 on another CPU (README).
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ from effvid.methods.vared2.cheap import (
     write,
 )
 from effvid.methods.vared2.gate import GateOutput, SoftModulationGate
-from effvid.models.fold import batchnorm_affine, folding, tensors_key
+from effvid.models.fold import batchnorm_affine, folding, kept, tensors_key
 from effvid.models.onednn import conv3d
 
 Triple = tuple[int, int, int]
@@ -198,13 +200,12 @@ class DynamicConv3d(nn.Module):
         bn = self.__dict__.get("absorbed")
         if bn is None or not folding(self):
             return None
-        key = tensors_key(bn.weight, bn.bias, bn.running_mean, bn.running_var)
-        cached = self.__dict__.get("_affine_cache")
-        if cached is None or cached[0] != key:
+        def affine() -> tuple[Tensor, Tensor]:
             scale, shift = batchnorm_affine(bn)
-            cached = key, (scale.view(1, -1, 1, 1, 1), shift.view(1, -1, 1, 1, 1))
-            self.__dict__["_affine_cache"] = cached
-        return cached[1]
+            return scale.view(1, -1, 1, 1, 1), shift.view(1, -1, 1, 1, 1)
+
+        key = tensors_key(bn.weight, bn.bias, bn.running_mean, bn.running_var)
+        return kept(self.__dict__, "_affine_cache", key, affine)
 
     def _infer(self, x: Tensor, v_c: Tensor, v_t: Tensor) -> Tensor:
         """Eval mode: each clip computes only its largest non-zero choice (module docstring)."""

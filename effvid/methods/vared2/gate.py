@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from effvid.methods.common.gumbel import straight_through
-from effvid.models.fold import batchnorm_affine, folding, tensors_key
+from effvid.models.fold import batchnorm_affine, folding, kept, tensors_key
 
 
 @dataclass
@@ -114,17 +114,17 @@ class SoftModulationGate(nn.Module):
         per frame, both weights transposed for ``addmm``; kept until one of the tensors they come
         from changes."""
         bn = self.bn
-        key = (positions, *tensors_key(self.fc1.weight, bn.weight, bn.bias, bn.running_mean, bn.running_var,
-                                       self.fc2.weight))
-        cached = self.__dict__.get("_folded_cache")
-        if cached is None or cached[0] != key:
+
+        def fold() -> tuple[Tensor, Tensor, Tensor]:
             scale, shift = batchnorm_affine(bn)
             hidden = self.fc1.out_features
             w1 = self.fc1.weight.view(hidden, self.in_channels, self.in_frames).transpose(1, 2)
             w1 = (w1.reshape(hidden, -1) * (scale / positions).view(-1, 1)).t().contiguous()
-            cached = key, (w1, shift, self.fc2.weight.t().contiguous())
-            self.__dict__["_folded_cache"] = cached
-        return cached[1]
+            return w1, shift, self.fc2.weight.t().contiguous()
+
+        key = (positions, *tensors_key(self.fc1.weight, bn.weight, bn.bias, bn.running_mean, bn.running_var,
+                                       self.fc2.weight))
+        return kept(self.__dict__, "_folded_cache", key, fold)
 
 
 def _channels_last(x: Tensor) -> bool:
