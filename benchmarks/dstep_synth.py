@@ -17,7 +17,11 @@ the Table-3 ablations at D = 0.6 (``synth_tsn_dynamic_shift``, ``synth_tsm_dcp``
    full width, 8 frames of 224 px, each block forced to the tile masks and channel actions the
    trained D = 0.6 model chose on its median-cost validation clip), where the convolutions are large enough for the per-op overhead not to
    decide the figure;
-6. the reported cost against the executed-op count on every validation clip, per D-STEP model.
+6. the slimmed bound (:func:`slimmed_bound`), at this input and at the paper's: the dense
+   TSM-R18 against a static copy whose blocks compute 60% of their middle channels, no
+   decisions at all, i.e. the largest ratio of time saved to GMACs saved that decisions at
+   D = 0.6 could reach if they cost nothing;
+7. the reported cost against the executed-op count on every validation clip, per D-STEP model.
 
 Expected (issue 12), reported either way: mean cost within 5% of D x dense at each D; top-1 at
 D = 0.6 within 2 points of the dense TSM-R18; latency saving / GMACs saving >= 0.7 at D = 0.6;
@@ -43,8 +47,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
-from effvid.cost.latency import load_record, machine_load, random_input_saving, torch_threads
+from effvid.cost.executed import count_executed
+from effvid.cost.latency import (
+    compare_on_clips,
+    load_record,
+    machine_load,
+    random_input_saving,
+    saving_ratio,
+    torch_threads,
+)
 from effvid.cost.static import count_spec
 from effvid.data.synthetic import ensure_synthactions
 from effvid.engine.checkpoint import load_model
@@ -55,7 +68,8 @@ from effvid.engine.trainer import train
 from effvid.methods.dstep.model import DStep
 from effvid.methods.dstep.sparse import runs_dense
 from effvid.models import create_from_spec, default_spec, prepare_for_inference
-from effvid.spec import MethodSpec
+from effvid.models.layers import BasicBlock
+from effvid.spec import ArchSpec, MethodSpec, spec_input_shape
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "effvid" / "configs" / "dstep"
 TARGETS = {0.8: "synth_dstep_d080", 0.6: "synth_dstep_d060", 0.4: "synth_dstep_d040"}
@@ -203,6 +217,44 @@ def paper_scale_latency(pattern: Sequence[tuple[torch.Tensor, torch.Tensor]], *,
             "stages": stages}
 
 
+def slimmed(model: nn.Module, keep: float) -> nn.Module:
+    """``model`` (in place) with the middle channels of every BasicBlock (``conv1``'s outputs,
+    ``conv2``'s inputs) cut to ``keep`` of their number, freshly initialised."""
+    for block in model.modules():
+        if isinstance(block, BasicBlock):
+            c1, c2 = block.conv1, block.conv2
+            k = max(1, round(c1.out_channels * keep))
+            block.conv1 = nn.Conv2d(c1.in_channels, k, c1.kernel_size, stride=c1.stride, padding=c1.padding, bias=False)
+            block.bn1 = nn.BatchNorm2d(k)
+            block.conv2 = nn.Conv2d(k, c2.out_channels, c2.kernel_size, stride=c2.stride, padding=c2.padding,
+                                    bias=False)
+    return model
+
+
+def slimmed_bound(spec: ArchSpec, *, keep: float, clips: int, repeats: int, threads: int) -> dict[str, Any]:
+    """The dense network of ``spec`` (random weights) against :func:`slimmed` copies of it, each
+    prepared for inference, timed interleaved at batch 1 on random clips of the spec's input:
+    static networks whose blocks compute ``keep`` of their middle channels (``keep`` of their
+    MACs) with no mask, policy, gather or scatter, i.e. the most that D-STEP's decisions at
+    that density could turn into time at this input if they cost nothing. The GMACs are the
+    executed-op count."""
+    torch.manual_seed(0)
+    dense = prepare_for_inference(create_from_spec(spec))
+    thin = prepare_for_inference(slimmed(create_from_spec(spec), keep))
+    inputs = [torch.randn(spec_input_shape(spec)) for _ in range(clips)]
+    dense_gmacs = count_executed(dense, inputs[0]).per_sample_gmacs.item()
+    thin_gmacs = count_executed(thin, inputs[0]).per_sample_gmacs.item()
+    with torch_threads(threads):
+        rows = compare_on_clips({"dense": dense, "slimmed": thin}, inputs, repeats=repeats, warmup=1)
+    dense_ms, thin_ms = rows["dense"]["latency_ms_mean"], rows["slimmed"]["latency_ms_mean"]
+    return {"input": "x".join(str(n) for n in spec_input_shape(spec)[2:]), "width_mult": spec.width_mult,
+            "keep": keep, "clips": clips, "repeats": repeats, "threads": threads, "dense_gmacs": dense_gmacs,
+            "slimmed_gmacs": thin_gmacs, "gmacs_saving": 1 - thin_gmacs / dense_gmacs,
+            "dense_latency_ms": dense_ms, "slimmed_latency_ms": thin_ms, "latency_saving": 1 - thin_ms / dense_ms,
+            "latency_saving_per_gmacs_saving": saving_ratio(latency=thin_ms, base_latency=dense_ms,
+                                                            gmacs=thin_gmacs, base_gmacs=dense_gmacs)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=Path("data/bench"), help="cache for SynthActions-small")
@@ -250,6 +302,11 @@ def main() -> None:
     pattern = decision_pattern(dstep_model, validation_clips(dstep_model.spec, val, min(args.latency_clips, 32)))
     paper = (paper_scale_latency(pattern, clips=args.paper_clips, repeats=2, threads=args.threads)
              if args.paper_clips else None)
+    paper_spec = default_spec("tsm_r18", num_classes=174, crop_size=224, num_frames=8)
+    bounds = {"synthactions": slimmed_bound(dense_model.spec, keep=0.6, clips=args.latency_clips, repeats=3,
+                                            threads=args.threads),
+              "paper_scale": slimmed_bound(paper_spec, keep=0.6, clips=max(args.paper_clips, 1), repeats=2,
+                                           threads=args.threads)}
     load = load_record(load_before, machine_load(), args.threads)
     if load["warning"]:
         print(f"warning: {load['warning']}", file=sys.stderr)
@@ -262,7 +319,7 @@ def main() -> None:
         "checkpoints": {"TSM-R18": str(base), **{f"D={t}": str(s) for t, s in stems.items()},
                         **{row: str(s) for row, s in ablation_stems.items()}},
         "dense": dense, "targets": targets, "table3": table3, "executed_vs_reported": executed,
-        "latency_rows": rows, "stages": stages, "paper_scale": paper,
+        "latency_rows": rows, "stages": stages, "paper_scale": paper, "slimmed_bound": bounds,
         "summary": {
             "dense_top1": dense["video_top1"], "dense_gmacs_per_video": dense_gmacs,
             "cost_vs_target": {t: {"gmacs_per_video": r["gmacs_per_video"],
@@ -278,6 +335,8 @@ def main() -> None:
                                                       for s in stages},
             "executed_equals_reported": {t: e["all_equal"] for t, e in executed.items()},
             "paper_scale_latency_saving_per_gmacs_saving": paper and paper["latency_saving_per_gmacs_saving"],
+            "slimmed_bound_latency_saving_per_gmacs_saving": {k: b["latency_saving_per_gmacs_saving"]
+                                                              for k, b in bounds.items()},
         },
     }
     s = result["summary"]
