@@ -97,7 +97,6 @@ class SoftModulationGate(nn.Module):
         v_c = v[:, self.n_t :] if self.n_c else ones
         return GateOutput(v_t=v_t, v_c=v_c, a_t=a_t, a_c=a_c)
 
-
     def _folded_forward(self, x: Tensor) -> Tensor:
         """``fc2(tanh(bn(fc1(G(x)))))`` at inference for a channels-last ``x``: the spatial mean's
         ``1 / (H W)`` and the BatchNorm are folded into ``fc1``, whose columns are reordered to the
