@@ -68,7 +68,7 @@ from effvid.engine.trainer import train
 from effvid.methods.dstep.model import DStep
 from effvid.methods.dstep.sparse import runs_dense
 from effvid.models import create_from_spec, default_spec, prepare_for_inference
-from effvid.models.layers import BasicBlock
+from effvid.models.layers import BasicBlock, conv2d
 from effvid.spec import ArchSpec, MethodSpec, spec_input_shape
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "effvid" / "configs" / "dstep"
@@ -224,10 +224,9 @@ def slimmed(model: nn.Module, keep: float) -> nn.Module:
         if isinstance(block, BasicBlock):
             c1, c2 = block.conv1, block.conv2
             k = max(1, round(c1.out_channels * keep))
-            block.conv1 = nn.Conv2d(c1.in_channels, k, c1.kernel_size, stride=c1.stride, padding=c1.padding, bias=False)
+            block.conv1 = conv2d(c1.in_channels, k, c1.kernel_size[0], stride=c1.stride[0])
             block.bn1 = nn.BatchNorm2d(k)
-            block.conv2 = nn.Conv2d(k, c2.out_channels, c2.kernel_size, stride=c2.stride, padding=c2.padding,
-                                    bias=False)
+            block.conv2 = conv2d(k, c2.out_channels, c2.kernel_size[0], stride=c2.stride[0])
     return model
 
 

@@ -81,7 +81,7 @@ from effvid.engine.checkpoint import load_model, read_sidecar, resolve_checkpoin
 from effvid.engine.compare import compare_models, executed_on_dataset, validation_clips
 from effvid.engine.train_config import load_train_config
 from effvid.engine.trainer import train
-from effvid.methods.vared2.cheap import place_repeated
+from effvid.methods.vared2.cheap import empty_as, place_repeated
 from effvid.models import create_from_spec, default_spec, prepare_for_inference, replace_modules
 from effvid.models.base import model_output
 from effvid.spec import MethodSpec
@@ -306,21 +306,19 @@ class EveryOtherFrame(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         y = self.conv(x[:, :, ::2])
-        channels_last = y.is_contiguous(memory_format=torch.channels_last_3d)
-        out = torch.empty((y.shape[0], y.shape[1], x.shape[2], *y.shape[3:]), dtype=y.dtype, device=y.device,
-                          memory_format=torch.channels_last_3d if channels_last else torch.contiguous_format)
+        out = empty_as(y, (y.shape[0], y.shape[1], x.shape[2], *y.shape[3:]))
         place_repeated(out, y, 2)
         return out
 
 
-def frame_skipping_bound(base_checkpoint: Path, patterns: Sequence[str], clips: Sequence[Tensor], *, batch: int,
-                         repeats: int) -> dict[str, Any]:
-    """The base prepared for inference against itself with every convolution that ``patterns``
-    wraps replaced by :class:`EveryOtherFrame` (after preparation, so it keeps its folded
-    BatchNorm), timed interleaved at batch 1 on ``clips`` and at ``batch`` on them grouped:
-    the GMACs saving, the time savings and their ratios, i.e. the most that VA-RED2's temporal
-    choice could turn into time at this input if its gates, weights and grouping were free."""
-    base = prepare_for_inference(load_model(base_checkpoint))
+def frame_skipping_bound(base: nn.Module, base_checkpoint: Path, patterns: Sequence[str], clips: Sequence[Tensor], *,
+                         batch: int, repeats: int) -> dict[str, Any]:
+    """``base`` (prepared for inference) against a copy of it from ``base_checkpoint`` with every
+    convolution that ``patterns`` wraps replaced by :class:`EveryOtherFrame` (after preparation,
+    so it keeps its folded BatchNorm), timed interleaved at batch 1 on ``clips`` and at
+    ``batch`` on them grouped: the GMACs saving, the time savings and their ratios, i.e. the most
+    that VA-RED2's temporal choice could turn into time at this input if its gates, weights and
+    grouping were free."""
     bound = prepare_for_inference(load_model(base_checkpoint))
     replaced = replace_modules(bound, lambda name, _: any(fnmatch(name, p) for p in patterns),
                                lambda _, conv: EveryOtherFrame(conv))
@@ -399,7 +397,7 @@ def measure_backbone(key: str, trained: dict[str, Any], val: Path, args: argpars
         batch8 = compare_on_batches({"base": base, "VA-RED2": dynamic}, batched(clips[: args.batch_clips], args.batch),
                                     repeats=args.repeats)
         split = wrapped_layer_split(base, dynamic, names, clips[: args.layer_clips], repeats=args.repeats)
-        bound = frame_skipping_bound(trained["base"], dynamic.settings.wrap, clips[: args.batch_clips],
+        bound = frame_skipping_bound(base, trained["base"], dynamic.settings.wrap, clips[: args.batch_clips],
                                      batch=args.batch, repeats=args.repeats)
     load = load_record(load_before, machine_load(), args.threads, other_cores=watch.other_cores)
     if load["warning"]:

@@ -113,3 +113,15 @@ def write(target: Tensor, value: Tensor, weight: Tensor, *, accumulate: bool) ->
         target.copy_(value * weight)
     else:
         torch.mul(value, weight, out=target)
+
+
+def is_channels_last(x: Tensor) -> bool:
+    """Whether the 5D ``x`` is stored channels-last (``(B, T, H, W, C)``) and not also contiguous."""
+    return x.dim() == 5 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last_3d)
+
+
+def empty_as(like: Tensor, shape: tuple[int, ...]) -> Tensor:
+    """An uninitialised tensor of ``shape`` in ``like``'s memory format (channels-last stays so):
+    the outputs the rebuilds write into."""
+    fmt = torch.channels_last_3d if is_channels_last(like) else torch.contiguous_format
+    return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=fmt)

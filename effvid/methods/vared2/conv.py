@@ -56,6 +56,7 @@ from torch import Tensor, nn
 from effvid.methods.common.grouping import group_rows, scatter_rows
 from effvid.methods.vared2.cheap import (
     ChannelRebuild,
+    empty_as,
     fill_repeated,
     mix_repeated_in_place,
     place_repeated,
@@ -225,7 +226,7 @@ class DynamicConv3d(nn.Module):
             part = self._run(x.index_select(0, rows), v_c.index_select(0, rows), v_t.index_select(0, rows),
                              pattern[: active_c.shape[1]], pattern[active_c.shape[1] :], affine)
             if out is None:
-                out = _empty(part, (x.shape[0], *part.shape[1:]))
+                out = empty_as(part, (x.shape[0], *part.shape[1:]))
             scatter_rows(out, rows, part)
         assert out is not None
         return out
@@ -274,7 +275,7 @@ class DynamicConv3d(nn.Module):
         if channel == 0 and time == 0:
             return y
         batch, k, _, height, width = y.shape
-        out = _empty(y, (batch, self.out_channels, out_frames, height, width))
+        out = empty_as(y, (batch, self.out_channels, out_frames, height, width))
         place_repeated(out[:, :k], y, self.strides[time])
         if k < self.out_channels:
             place_repeated(out[:, k:], self.cheap[channel - 1](y), self.strides[time])
@@ -302,7 +303,7 @@ class DynamicConv3d(nn.Module):
             if x.shape[0] == 1 and stride == 1:
                 return y
             if out is None:
-                out = _empty(y, (x.shape[0], self.out_channels, out_frames, *y.shape[3:]))
+                out = empty_as(y, (x.shape[0], self.out_channels, out_frames, *y.shape[3:]))
             place_repeated(out[i : i + 1], y, stride)
         assert out is not None
         return out
@@ -318,7 +319,7 @@ class DynamicConv3d(nn.Module):
         if channel == 0 and time == 0:
             return torch.addcmul(shift, y, gain, out=y)
         stride = self.strides[time]
-        out = _empty(y, (batch, self.out_channels, out_frames, height, width))
+        out = empty_as(y, (batch, self.out_channels, out_frames, height, width))
         if k < self.out_channels:
             torch.addcmul(shift[:, k:], self.cheap[channel - 1](y), gain[:, k:], out=out[:, k:, ::stride])
         torch.addcmul(shift[:, :k], y, gain[:, :k], out=out[:, :k, ::stride])
@@ -335,7 +336,7 @@ class DynamicConv3d(nn.Module):
         if channels == [0]:
             z, scale = y, v_c[:, 0]
         else:
-            z, scale = _empty(y, (batch, c_out, frames, height, width)), None
+            z, scale = empty_as(y, (batch, c_out, frames, height, width)), None
             for n, i in enumerate(channels):
                 k = self.keep[i]
                 weight = v_c[:, i].view(batch, 1, 1, 1, 1)
@@ -349,7 +350,7 @@ class DynamicConv3d(nn.Module):
             return z * v_t[:, 0].view(batch, 1, 1, 1, 1)
         if len(times) == 2 and times[0] == 0 and not torch.is_grad_enabled():
             return mix_repeated_in_place(z, v_t[:, 0], v_t[:, times[1]], self.strides[times[1]])
-        out = _empty(z, (batch, c_out, out_frames, height, width))
+        out = empty_as(z, (batch, c_out, out_frames, height, width))
         for n, j in enumerate(times):
             step = self.strides[j] // first
             weight = v_t[:, j].view(batch, 1, 1, 1, 1)
@@ -360,10 +361,3 @@ class DynamicConv3d(nn.Module):
                 repeat_frames(out, computed, weight, self.strides[j], accumulate=n > 0)
         return out
 
-
-def _empty(like: Tensor, shape: tuple[int, ...]) -> Tensor:
-    """An uninitialised tensor of ``shape`` in ``like``'s memory format (channels-last stays so)."""
-    channels_last = like.dim() == 5 and not like.is_contiguous() and like.is_contiguous(
-        memory_format=torch.channels_last_3d)
-    fmt = torch.channels_last_3d if channels_last else torch.contiguous_format
-    return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=fmt)

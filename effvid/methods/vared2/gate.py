@@ -35,6 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from effvid.methods.common.gumbel import straight_through
+from effvid.methods.vared2.cheap import is_channels_last
 from effvid.models.fold import batchnorm_affine, folding, kept, tensors_key
 
 
@@ -85,7 +86,7 @@ class SoftModulationGate(nn.Module):
         if x.shape[1] != self.in_channels or x.shape[2] != self.in_frames:
             raise ValueError(f"the gate was built for {self.in_channels} channels x {self.in_frames} frames, "
                              f"got an input of shape {tuple(x.shape)} (VA-RED2 gates fix the clip length)")
-        if folding(self) and _channels_last(x):
+        if folding(self) and is_channels_last(x):
             a = self._folded_forward(x)
         else:
             a = self.fc2(torch.tanh(self.bn(self.fc1(spatial_mean(x).flatten(1)))))
@@ -126,14 +127,10 @@ class SoftModulationGate(nn.Module):
         return kept(self.__dict__, "_folded_cache", key, fold)
 
 
-def _channels_last(x: Tensor) -> bool:
-    return not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last_3d)
-
-
 def spatial_mean(x: Tensor) -> Tensor:
     """``x (B, C, T, H, W)`` averaged over space, ``(B, C, T)``. A channels-last input is reduced
     in its own layout (over the middle axes of its ``(B, T, H, W, C)`` storage), which on CPU
     takes a fifth of the time of reducing its strided ``H, W`` axes."""
-    if _channels_last(x):
+    if is_channels_last(x):
         return x.permute(0, 2, 3, 4, 1).mean(dim=(2, 3)).transpose(1, 2)
     return x.mean(dim=(3, 4))
