@@ -29,6 +29,10 @@ convolution with the first ``k_s`` filters at temporal stride ``R_s`` (A.1):
   trained with the efficiency loss often leaves, since the smaller choice costs no MACs once
   the larger one runs) are mixed in place in the computed frames, without a second output.
 
+With ``groups=True`` (inference only) :meth:`DynamicConv3d.forward` returns, per group, what
+it computed before any copy to skipped frames (:class:`ComputedGroup`), for a
+:class:`~effvid.methods.vared2.deferred.DeferredRepeat` to run on.
+
 Training and inference evaluate the same formula, so for equal gate weights their outputs
 are equal. Cost per clip, from the decisions: :meth:`DynamicConv3d.cost_tables`.
 
@@ -48,6 +52,7 @@ and filled it once more); folding the strided full-filter choice and the gate's 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -70,6 +75,19 @@ from effvid.models.onednn import conv3d
 Triple = tuple[int, int, int]
 Affine = tuple[Tensor, Tensor] | None
 """An absorbed BatchNorm's ``(scale, shift)``, each ``(1, C_out, 1, 1, 1)``, or none."""
+
+
+@dataclass(frozen=True)
+class ComputedGroup:
+    """What inference computed for clips sharing one pattern of non-zero gate weights: their
+    ``rows`` of the batch (``None``: the whole batch, in order) and ``out``, every ``stride``-th
+    of the layer's ``frames`` output frames (1: every frame; more: the frames a temporal choice
+    computed, not yet repeated)."""
+
+    rows: Tensor | None
+    out: Tensor
+    stride: int
+    frames: int
 
 
 class DynamicConv3d(nn.Module):
@@ -144,13 +162,21 @@ class DynamicConv3d(nn.Module):
     # -----------------------------------------------------------------------------------------
     # Forward
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, *, groups: bool = False) -> Tensor | list[ComputedGroup]:
+        """The output (Eq. 3.5); with ``groups`` (inference only) the :class:`ComputedGroup` list
+        instead, whose strided groups hold only the frames they computed: what
+        :class:`~effvid.methods.vared2.deferred.DeferredRepeat` consumes. Either way it is this
+        layer's forward, so hooks on it (timing, tracing) see it run."""
         gate = self.gate(x)
         self.last = gate
         if self.training:
+            if groups:
+                raise RuntimeError("DynamicConv3d(groups=True) is the inference path (eval mode)")
             channels = list(range(len(self.keep)))
             times = list(range(len(self.strides)))
             return self._mix(self._conv(x, 0, 0), gate.v_c, gate.v_t, channels, times, self.out_size(x.shape[2:])[0])
+        if groups:
+            return self._infer_groups(x, gate.v_c, gate.v_t, repeat=False)
         return self._infer(x, gate.v_c, gate.v_t)
 
     def _weights(self, choice: int) -> tuple[Tensor, Tensor | None]:
@@ -195,12 +221,17 @@ class DynamicConv3d(nn.Module):
             self.__dict__["absorbed"] = bn
         self.__dict__.pop("_affine_cache", None)
 
+    def runs_absorbed(self) -> bool:
+        """Whether the absorbed BatchNorm applies now (absorbed, eval mode, gradients off)."""
+        return self.__dict__.get("absorbed") is not None and folding(self)
+
     def _affine(self) -> tuple[Tensor, Tensor] | None:
         """The absorbed BatchNorm's ``(scale, shift)`` per output channel when it applies now
         (eval mode, gradients off), kept until one of its tensors changes; else ``None``."""
-        bn = self.__dict__.get("absorbed")
-        if bn is None or not folding(self):
+        if not self.runs_absorbed():
             return None
+        bn = self.__dict__["absorbed"]
+
         def affine() -> tuple[Tensor, Tensor]:
             scale, shift = batchnorm_affine(bn)
             return scale.view(1, -1, 1, 1, 1), shift.view(1, -1, 1, 1, 1)
@@ -210,49 +241,57 @@ class DynamicConv3d(nn.Module):
 
     def _infer(self, x: Tensor, v_c: Tensor, v_t: Tensor) -> Tensor:
         """Eval mode: each clip computes only its largest non-zero choice (module docstring)."""
+        parts = self._infer_groups(x, v_c, v_t, repeat=True)
+        if len(parts) == 1:
+            return parts[0].out
+        out = empty_as(parts[0].out, (x.shape[0], *parts[0].out.shape[1:]))
+        for part in parts:
+            assert part.rows is not None
+            scatter_rows(out, part.rows, part.out)
+        return out
+
+    def _infer_groups(self, x: Tensor, v_c: Tensor, v_t: Tensor, *, repeat: bool) -> list[ComputedGroup]:
+        """The groups of :meth:`forward` with ``groups`` from the gate's weights; with ``repeat``
+        every group's output holds every frame."""
         affine = self._affine()
         if x.shape[0] == 1:
-            return self._run_clip(x, v_c, v_t, affine)
+            return [self._run(x, v_c, v_t, [v > 0 for v in v_c[0].tolist()], [v > 0 for v in v_t[0].tolist()],
+                              affine, None, repeat)]
         active_c, active_t = v_c > 0, v_t > 0
         bits_c = 2 ** torch.arange(active_c.shape[1], device=x.device)
         bits_t = 2 ** torch.arange(active_c.shape[1], active_c.shape[1] + active_t.shape[1], device=x.device)
         keys = (active_c.long() * bits_c).sum(1) + (active_t.long() * bits_t).sum(1)
         groups = list(group_rows(keys))
         if len(groups) == 1:
-            return self._run(x, v_c, v_t, active_c[0].tolist(), active_t[0].tolist(), affine)
-        out: Tensor | None = None
+            return [self._run(x, v_c, v_t, active_c[0].tolist(), active_t[0].tolist(), affine, None, repeat)]
+        parts = []
         for key, rows in groups:
             pattern = [bool(key >> b & 1) for b in range(active_c.shape[1] + active_t.shape[1])]
-            part = self._run(x.index_select(0, rows), v_c.index_select(0, rows), v_t.index_select(0, rows),
-                             pattern[: active_c.shape[1]], pattern[active_c.shape[1] :], affine)
-            if out is None:
-                out = empty_as(part, (x.shape[0], *part.shape[1:]))
-            scatter_rows(out, rows, part)
-        assert out is not None
-        return out
-
-    def _run_clip(self, x: Tensor, v_c: Tensor, v_t: Tensor, affine: Affine) -> Tensor:
-        """One clip: which of its weights are non-zero, read once as numbers."""
-        return self._run(x, v_c, v_t, [v > 0 for v in v_c[0].tolist()], [v > 0 for v in v_t[0].tolist()], affine)
+            parts.append(self._run(x.index_select(0, rows), v_c.index_select(0, rows), v_t.index_select(0, rows),
+                                   pattern[: active_c.shape[1]], pattern[active_c.shape[1] :], affine, rows, repeat))
+        return parts
 
     def _run(self, x: Tensor, v_c: Tensor, v_t: Tensor, active_c: list[bool], active_t: list[bool],
-             affine: Affine) -> Tensor:
-        """Clips sharing one pattern of non-zero weights: the largest active choice, then the mix,
-        then the absorbed BatchNorm's ``affine`` map (if any)."""
+             affine: Affine, rows: Tensor | None, repeat: bool) -> ComputedGroup:
+        """Clips (``rows`` of the batch) sharing one pattern of non-zero weights: the largest
+        active choice, then the mix, then the absorbed BatchNorm's ``affine`` map (if any);
+        without ``repeat``, a single strided choice leaves out the frames it skips."""
         out_size = self.out_size(x.shape[2:])
         if not any(active_c) or not any(active_t):
             zeros = x.new_zeros((x.shape[0], self.out_channels, *out_size))
-            return zeros if affine is None else zeros.add_(affine[1])
+            return ComputedGroup(rows, zeros if affine is None else zeros.add_(affine[1]), 1, out_size[0])
         channels = [i for i, on in enumerate(active_c) if on]
         times = [j for j, on in enumerate(active_t) if on]
         if len(channels) == 1 and len(times) == 1:
-            return self._run_single(x, v_c[:, channels[0]] * v_t[:, times[0]], channels[0], times[0], out_size,
-                                    affine)
+            out = self._run_single(x, v_c[:, channels[0]] * v_t[:, times[0]], channels[0], times[0], out_size,
+                                   affine, repeat)
+            return ComputedGroup(rows, out, 1 if repeat else self.strides[times[0]], out_size[0])
         out = self._mix(self._conv(x, channels[0], times[0]), v_c, v_t, channels, times, out_size[0])
-        return out if affine is None else torch.addcmul(affine[1], out, affine[0], out=out)
+        return ComputedGroup(rows, out if affine is None else torch.addcmul(affine[1], out, affine[0], out=out), 1,
+                             out_size[0])
 
     def _run_single(self, x: Tensor, scale: Tensor, channel: int, time: int, out_size: Triple,
-                    affine: Affine) -> Tensor:
+                    affine: Affine, repeat: bool) -> Tensor:
         """Clips with one active choice per axis: ``scale (B,)`` (their ``V_c V_t``) times that
         choice, at output size ``out_size``. The convolution's output is scaled in place: the same arithmetic for one clip
         as for a group, so a clip's result, and the decisions of the layers after it, do not
@@ -261,29 +300,31 @@ class DynamicConv3d(nn.Module):
         flips; measured). The rebuilt channels and frames are written straight into the output
         (the channel rebuild has no bias, so it carries the scale along). With an absorbed
         BatchNorm (``affine``): :meth:`_run_folded` for every filter where the filters are
-        smaller than the output a clip computes, else :meth:`_run_single_affine`."""
+        smaller than the output a clip computes, else :meth:`_run_single_affine`. Without
+        ``repeat``, the output holds the computed frames only."""
         weight, bias = self._weights(channel)
-        out_frames = out_size[0]
+        computed_frames = math.ceil(out_size[0] / self.strides[time])
+        step, out_frames = (self.strides[time], out_size[0]) if repeat else (1, computed_frames)
         if affine is not None and channel == 0:
-            computed = math.ceil(out_frames / self.strides[time]) * out_size[1] * out_size[2]
-            if weight.numel() < self.out_channels * computed:
-                return self._run_folded(x, scale, weight, bias, time, out_frames, affine)
+            if weight.numel() < self.out_channels * computed_frames * out_size[1] * out_size[2]:
+                return self._run_folded(x, scale, weight, bias, time, step, out_frames, affine)
         y = self._strided_conv(x, weight, bias, self.stride[0] * self.strides[time])
         if affine is not None:
-            return self._run_single_affine(y, scale, channel, time, out_frames, affine)
+            return self._run_single_affine(y, scale, channel, step, out_frames, affine)
         y.mul_(scale.view(-1, 1, 1, 1, 1))
-        if channel == 0 and time == 0:
+        if channel == 0 and step == 1:
             return y
         batch, k, _, height, width = y.shape
         out = empty_as(y, (batch, self.out_channels, out_frames, height, width))
-        place_repeated(out[:, :k], y, self.strides[time])
+        place_repeated(out[:, :k], y, step)
         if k < self.out_channels:
-            place_repeated(out[:, k:], self.cheap[channel - 1](y), self.strides[time])
+            place_repeated(out[:, k:], self.cheap[channel - 1](y), step)
         return out
 
-    def _run_folded(self, x: Tensor, scale: Tensor, weight: Tensor, bias: Tensor | None, time: int, out_frames: int,
-                    affine: tuple[Tensor, Tensor]) -> Tensor:
-        """Every filter at temporal choice ``time`` with the absorbed BatchNorm ``affine = (a, b)``:
+    def _run_folded(self, x: Tensor, scale: Tensor, weight: Tensor, bias: Tensor | None, time: int, step: int,
+                    out_frames: int, affine: tuple[Tensor, Tensor]) -> Tensor:
+        """Every filter at temporal choice ``time`` with the absorbed BatchNorm ``affine = (a, b)``,
+        each computed frame repeated ``step`` times into ``out_frames``:
         each clip's weight ``V`` and ``a`` folded into the filters (``W V a``, bias ``bias V a + b``),
         so no pass over the output is left but the copy of the computed frames to the frames
         they stand for (none for the full choice of one clip, whose convolution output is
@@ -293,37 +334,35 @@ class DynamicConv3d(nn.Module):
         batch), since the fold is a pass over the filters."""
         gains = scale.view(-1, 1) * affine[0].view(1, -1)
         shift = affine[1].view(-1)
-        stride = self.strides[time]
         out: Tensor | None = None
         for i in range(x.shape[0]):
             gain = gains[i]
             folded_bias = shift if bias is None else torch.addcmul(shift, bias, gain)
             y = self._strided_conv(x[i : i + 1], weight * gain.view(-1, 1, 1, 1, 1), folded_bias,
-                                   self.stride[0] * stride)
-            if x.shape[0] == 1 and stride == 1:
+                                   self.stride[0] * self.strides[time])
+            if x.shape[0] == 1 and step == 1:
                 return y
             if out is None:
                 out = empty_as(y, (x.shape[0], self.out_channels, out_frames, *y.shape[3:]))
-            place_repeated(out[i : i + 1], y, stride)
+            place_repeated(out[i : i + 1], y, step)
         assert out is not None
         return out
 
-    def _run_single_affine(self, y: Tensor, scale: Tensor, channel: int, time: int, out_frames: int,
+    def _run_single_affine(self, y: Tensor, scale: Tensor, channel: int, step: int, out_frames: int,
                            affine: tuple[Tensor, Tensor]) -> Tensor:
         """:meth:`_run_single` with the absorbed BatchNorm ``affine = (a, b)``: each computed value
         ``y`` becomes ``y * (V a) + b`` in the output, rebuilt channels from ``y`` likewise, then
-        the computed frames are copied to the frames they stand for."""
+        each computed frame is copied to the ``step - 1`` frames after it."""
         batch, k, _, height, width = y.shape
         gain = scale.view(-1, 1, 1, 1, 1) * affine[0]
         shift = affine[1]
-        if channel == 0 and time == 0:
+        if channel == 0 and step == 1:
             return torch.addcmul(shift, y, gain, out=y)
-        stride = self.strides[time]
         out = empty_as(y, (batch, self.out_channels, out_frames, height, width))
         if k < self.out_channels:
-            torch.addcmul(shift[:, k:], self.cheap[channel - 1](y), gain[:, k:], out=out[:, k:, ::stride])
-        torch.addcmul(shift[:, :k], y, gain[:, :k], out=out[:, :k, ::stride])
-        fill_repeated(out, stride)
+            torch.addcmul(shift[:, k:], self.cheap[channel - 1](y), gain[:, k:], out=out[:, k:, ::step])
+        torch.addcmul(shift[:, :k], y, gain[:, :k], out=out[:, :k, ::step])
+        fill_repeated(out, step)
         return out
 
     def _mix(self, y: Tensor, v_c: Tensor, v_t: Tensor, channels: list[int], times: list[int],

@@ -5,7 +5,11 @@
 :func:`effvid.models.base.replace_modules`) and holds the network's top-level modules as its
 own. So its state-dict keys are the plain network's, plus ``<conv>.gate.*`` and
 ``<conv>.cheap.*``: a trained base checkpoint loads into it by name (``init_from`` in a training
-config, :func:`effvid.engine.optim.load_matching`), every tensor of the base included.
+config, :func:`effvid.engine.optim.load_matching`), every tensor of the base included. A (2+1)D
+unit whose spatial convolution is dynamic becomes a
+:class:`~effvid.methods.vared2.deferred.DeferredRepeat` (same modules and keys), which at
+inference runs the frames a strided choice skipped through the temporal convolution without
+copying them.
 
 ``forward_output`` returns the logits, the per-clip GMACs its decisions cost
 (:mod:`effvid.methods.vared2.cost`; in training mode, what the clip would execute at inference)
@@ -23,6 +27,7 @@ from torch import Tensor, nn
 from effvid.cost.static import spec_input_shape
 from effvid.methods.vared2.conv import DynamicConv3d
 from effvid.methods.vared2.cost import ModelCost, probe_network
+from effvid.methods.vared2.deferred import DeferredRepeat
 from effvid.methods.vared2.losses import efficiency_term, layer_ratios
 from effvid.methods.vared2.settings import VARed2Settings
 from effvid.models import ModelBase, ModelOutput, create_from_spec, register_method, replace_modules
@@ -46,6 +51,7 @@ class VARed2(ModelBase):
         replace_modules(network, lambda name, _: name in probe.convs,
                         lambda name, conv: DynamicConv3d.from_conv(conv, in_frames=probe.convs[name].in_shape[1],
                                                                    **options))
+        DeferredRepeat.adopt(network)
         self.classifier_name = network.classifier_name
         if hasattr(network, "stage_names"):
             self.stage_names = network.stage_names
