@@ -96,6 +96,14 @@ class _Folded:
         return kept(conv.__dict__, "_folded_cache", key, lambda: fold_into(conv.weight, conv.bias, bn))
 
 
+def running_weights(conv: nn.Module) -> tuple[Tensor, Tensor | None]:
+    """The weight and bias ``conv`` convolves with now: its folded ones where it runs folded (a
+    convolution that absorbed a BatchNorm, in eval mode with gradients off), else its own."""
+    if isinstance(conv, _Folded) and folding(conv):
+        return conv.folded()
+    return conv.weight, conv.bias
+
+
 class FoldedConv2d(_Folded, nn.Conv2d):
     """An ``nn.Conv2d`` running its BatchNorm folded in at inference (module docstring)."""
 

@@ -52,6 +52,7 @@ and filled it once more); folding the strided full-filter choice and the gate's 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,6 +89,20 @@ class ComputedGroup:
     out: Tensor
     stride: int
     frames: int
+
+
+def assemble(pieces: Sequence[tuple[Tensor | None, Tensor]], batch: int) -> Tensor:
+    """The ``batch`` rows of a layer's output from one ``(rows, value)`` piece per group of clips
+    (:class:`ComputedGroup`'s rows): a lone piece whose rows are ``None`` is the whole batch, else
+    each value is scattered to its rows of a new output in the first value's memory format."""
+    if len(pieces) == 1 and pieces[0][0] is None:
+        return pieces[0][1]
+    first = pieces[0][1]
+    out = empty_as(first, (batch, *first.shape[1:]))
+    for rows, value in pieces:
+        assert rows is not None
+        scatter_rows(out, rows, value)
+    return out
 
 
 class DynamicConv3d(nn.Module):
@@ -241,14 +256,8 @@ class DynamicConv3d(nn.Module):
 
     def _infer(self, x: Tensor, v_c: Tensor, v_t: Tensor) -> Tensor:
         """Eval mode: each clip computes only its largest non-zero choice (module docstring)."""
-        parts = self._infer_groups(x, v_c, v_t, repeat=True)
-        if len(parts) == 1:
-            return parts[0].out
-        out = empty_as(parts[0].out, (x.shape[0], *parts[0].out.shape[1:]))
-        for part in parts:
-            assert part.rows is not None
-            scatter_rows(out, part.rows, part.out)
-        return out
+        return assemble([(part.rows, part.out) for part in self._infer_groups(x, v_c, v_t, repeat=True)],
+                        x.shape[0])
 
     def _infer_groups(self, x: Tensor, v_c: Tensor, v_t: Tensor, *, repeat: bool) -> list[ComputedGroup]:
         """The groups of :meth:`forward` with ``groups`` from the gate's weights; with ``repeat``

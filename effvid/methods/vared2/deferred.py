@@ -38,15 +38,12 @@ alone as in a batch, so its output does not depend on its batch.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor, nn
 
-from effvid.methods.common.grouping import scatter_rows
 from effvid.methods.vared2.cheap import empty_as, place_repeated
-from effvid.methods.vared2.conv import ComputedGroup, DynamicConv3d
-from effvid.models.fold import folding, kept, tensors_key
+from effvid.methods.vared2.conv import ComputedGroup, DynamicConv3d, assemble
+from effvid.models.fold import folding, kept, running_weights, tensors_key
 from effvid.models.onednn import conv3d
 
 
@@ -80,15 +77,7 @@ class DeferredRepeat(nn.Sequential):
         dynamic, norm, relu, temporal = self
         if not (folding(self) and dynamic.runs_absorbed()):
             return super().forward(x)
-        parts = dynamic(x, groups=True)
-        outs = [self._tail(part) for part in parts]
-        if len(outs) == 1:
-            return outs[0]
-        out = empty_as(outs[0], (x.shape[0], *outs[0].shape[1:]))
-        for part, value in zip(parts, outs):
-            assert part.rows is not None
-            scatter_rows(out, part.rows, value)
-        return out
+        return assemble([(part.rows, self._tail(part)) for part in dynamic(x, groups=True)], x.shape[0])
 
     def _tail(self, part: ComputedGroup) -> Tensor:
         """BatchNorm, ReLU and temporal convolution of one group (module docstring)."""
@@ -115,8 +104,8 @@ class DeferredRepeat(nn.Sequential):
         """The temporal convolution's filters (its BatchNorm folded in, if it absorbed one) as the
         summed taps of the module docstring, kept until its tensors change: the even output
         frames' ``(w0, w1 + w2, 0)``, then at temporal stride 1 the odd ones' ``(0, w0 + w1, w2)``."""
-        temporal: Any = self[3]
-        weight, bias = temporal.folded() if "absorbed" in temporal.__dict__ else (temporal.weight, temporal.bias)
+        temporal = self[3]
+        weight, bias = running_weights(temporal)
 
         def summed() -> tuple[Tensor, Tensor | None]:
             w0, w1, w2 = weight[:, :, 0:1], weight[:, :, 1:2], weight[:, :, 2:3]
